@@ -1,0 +1,121 @@
+//! The CPU reference: interprets the graph node by node, in f64, in arena
+//! order (which is topological). Every GPU result is checked against it.
+
+use crate::graph::{Node, NodeId};
+use crate::ops::Op;
+use crate::shape::{pad_source, Shape, StridedMap};
+use std::collections::HashMap;
+
+/// The values of `outputs`, given the values of every input and parameter
+/// they depend on (`leaves`, by node). Intermediate values are dropped after
+/// their last use.
+pub(crate) fn evaluate(
+    nodes: &[Node],
+    outputs: &[NodeId],
+    leaves: &HashMap<NodeId, Vec<f64>>,
+) -> Vec<Vec<f64>> {
+    let live = live_nodes(nodes, outputs);
+    // The last node that reads each value; outputs are read at the end.
+    let mut last_use = vec![0usize; nodes.len()];
+    for &i in &live {
+        for j in &nodes[i].inputs {
+            last_use[j.index()] = last_use[j.index()].max(i);
+        }
+    }
+    for o in outputs {
+        last_use[o.index()] = usize::MAX;
+    }
+    let mut values: Vec<Option<Vec<f64>>> = vec![None; nodes.len()];
+    for &i in &live {
+        let node = &nodes[i];
+        let args: Vec<&[f64]> = node
+            .inputs
+            .iter()
+            .map(|j| values[j.index()].as_deref().expect("operand evaluated"))
+            .collect();
+        let in_shapes: Vec<&Shape> = node.inputs.iter().map(|j| &nodes[j.index()].shape).collect();
+        let v = match &node.op {
+            Op::Input(_) | Op::Param(_) => leaves[&NodeId(i as u32)].clone(),
+            _ => eval_op(node, &args, &in_shapes),
+        };
+        values[i] = Some(v);
+        for j in &node.inputs {
+            if last_use[j.index()] == i {
+                values[j.index()] = None;
+            }
+        }
+    }
+    outputs
+        .iter()
+        .map(|o| values[o.index()].clone().expect("output evaluated"))
+        .collect()
+}
+
+/// The nodes `outputs` depend on, in arena (topological) order.
+pub(crate) fn live_nodes(nodes: &[Node], outputs: &[NodeId]) -> Vec<usize> {
+    let mut live = vec![false; nodes.len()];
+    for o in outputs {
+        live[o.index()] = true;
+    }
+    for i in (0..nodes.len()).rev() {
+        if live[i] {
+            for j in &nodes[i].inputs {
+                live[j.index()] = true;
+            }
+        }
+    }
+    (0..nodes.len()).filter(|&i| live[i]).collect()
+}
+
+fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
+    let gather = |m: StridedMap| -> Vec<f64> {
+        (0..node.shape.numel()).map(|i| args[0][m.source(i)]).collect()
+    };
+    match &node.op {
+        Op::Input(_) | Op::Param(_) => unreachable!("leaves are given"),
+        Op::Const(c) => vec![*c],
+        Op::Unary(u) => args[0].iter().map(|&x| u.cpu(x)).collect(),
+        Op::Binary(b) => args[0]
+            .iter()
+            .zip(args[1])
+            .map(|(&x, &y)| b.cpu(x, y))
+            .collect(),
+        Op::Select => (0..node.shape.numel())
+            .map(|i| if args[0][i] != 0.0 { args[1][i] } else { args[2][i] })
+            .collect(),
+        Op::Reduce { op, axes } => {
+            // Each input element folds into the output element it lands on,
+            // in index order (a fixed order: the same bits every run).
+            let input = in_shapes[0];
+            let out_strides = node.shape.strides();
+            let to_out = StridedMap {
+                out_dims: input.0.clone(),
+                src_strides: (0..input.rank())
+                    .map(|k| if axes.contains(&k) { 0 } else { out_strides[k] })
+                    .collect(),
+                offset: 0,
+            };
+            let mut out = vec![op.identity(); node.shape.numel()];
+            for (i, &x) in args[0].iter().enumerate() {
+                let o = to_out.source(i);
+                out[o] = op.cpu(out[o], x);
+            }
+            out
+        }
+        Op::Reshape => args[0].to_vec(),
+        Op::Permute(perm) => gather(StridedMap::permute(in_shapes[0], perm)),
+        Op::Broadcast => gather(StridedMap::broadcast(in_shapes[0], &node.shape)),
+        Op::Slice { axis, start } => gather(StridedMap::slice(
+            in_shapes[0],
+            *axis,
+            *start,
+            node.shape.0[*axis],
+        )),
+        Op::Pad { axis, before } => (0..node.shape.numel())
+            .map(|i| {
+                pad_source(in_shapes[0], *axis, *before, node.shape.0[*axis], i)
+                    .map_or(0.0, |s| args[0][s])
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,3 @@
+//! The two backends: the CPU reference and the GPU through wgpu.
+pub(crate) mod cpu;
+pub mod wgpu;

@@ -1,0 +1,293 @@
+//! WGSL generation: a node's value at an index becomes straight-line code.
+//!
+//! [`Emitter::value`] writes the statements computing node `n` at flat index
+//! `idx` (of `n`'s own shape) and returns the WGSL expression holding it.
+//! Materialised nodes are loaded from their buffer; element-wise ops recurse
+//! at the same index; layout ops (broadcast, permute, slice, pad, reshape)
+//! recurse at a remapped index. So a whole chain of element-wise and layout
+//! ops, forward and backward, fuses into one kernel, and a value needed at
+//! two indices is recomputed rather than stored. Values are shared within a
+//! kernel by (node, index).
+
+use super::schedule::BufId;
+use crate::graph::{Node, NodeId};
+use crate::ops::{f32_literal, Op, WGSL_PRELUDE};
+use crate::shape::{Shape, StridedMap};
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
+/// A node needed at more distinct indices than this inside one kernel is
+/// stored instead of recomputed (chains of shifted slices would otherwise
+/// recompute exponentially).
+pub(crate) const MAX_INDICES_PER_NODE: usize = 6;
+
+pub(crate) struct Emitter<'a> {
+    nodes: &'a [Node],
+    /// Which buffer holds each materialised node.
+    stored: &'a HashMap<NodeId, BufId>,
+    /// The buffers this kernel binds, in binding order, and whether it writes them.
+    pub bindings: Vec<(BufId, bool)>,
+    pub body: String,
+    indent: usize,
+    memo: HashMap<(NodeId, String), String>,
+    index_memo: HashMap<String, String>,
+    indices_seen: HashMap<NodeId, HashSet<String>>,
+    /// A node that should be stored, found while emitting.
+    pub too_many_indices: Option<NodeId>,
+    next: usize,
+}
+
+impl<'a> Emitter<'a> {
+    pub fn new(nodes: &'a [Node], stored: &'a HashMap<NodeId, BufId>, indent: usize) -> Self {
+        Emitter {
+            nodes,
+            stored,
+            bindings: Vec::new(),
+            body: String::new(),
+            indent,
+            memo: HashMap::new(),
+            index_memo: HashMap::new(),
+            indices_seen: HashMap::new(),
+            too_many_indices: None,
+            next: 0,
+        }
+    }
+
+    /// The WGSL name of buffer `buf` in this kernel, binding it on first use.
+    pub fn binding(&mut self, buf: BufId, write: bool) -> String {
+        let slot = match self.bindings.iter().position(|&(b, _)| b == buf) {
+            Some(k) => {
+                self.bindings[k].1 |= write;
+                k
+            }
+            None => {
+                self.bindings.push((buf, write));
+                self.bindings.len() - 1
+            }
+        };
+        format!("b{slot}")
+    }
+
+    fn line(&mut self, s: &str) {
+        let _ = writeln!(self.body, "{:w$}{s}", "", w = self.indent * 4);
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}{}", self.next)
+    }
+
+    /// A name for the u32 index expression `expr` (shared when repeated).
+    pub fn index(&mut self, expr: String) -> String {
+        if let Some(v) = self.index_memo.get(&expr) {
+            return v.clone();
+        }
+        let v = self.fresh("i");
+        self.line(&format!("let {v}: u32 = {expr};"));
+        self.index_memo.insert(expr, v.clone());
+        v
+    }
+
+    /// Store `value` into element `idx` of buffer `buf`.
+    pub fn store(&mut self, buf: BufId, idx: &str, value: &str) {
+        let b = self.binding(buf, true);
+        self.line(&format!("{b}[{idx}] = {value};"));
+    }
+
+    /// The value of node `id` at flat index `idx` (a WGSL u32 expression).
+    pub fn value(&mut self, id: NodeId, idx: &str) -> String {
+        self.value_at(id, idx, true)
+    }
+
+    /// Like `value`, but computes a stored node from its operands (for the
+    /// kernel that writes it).
+    pub fn compute(&mut self, id: NodeId, idx: &str) -> String {
+        self.value_at(id, idx, false)
+    }
+
+    fn value_at(&mut self, id: NodeId, idx: &str, load_stored: bool) -> String {
+        let node = &self.nodes[id.index()];
+        if let Op::Const(c) = node.op {
+            return f32_literal(c);
+        }
+        let key = (id, idx.to_string());
+        if let Some(v) = self.memo.get(&key) {
+            return v.clone();
+        }
+        if let (Some(&buf), true) = (self.stored.get(&id), load_stored) {
+            let b = self.binding(buf, false);
+            let v = self.fresh("v");
+            self.line(&format!("let {v}: f32 = {b}[{idx}];"));
+            self.memo.insert(key, v.clone());
+            return v;
+        }
+        let seen = self.indices_seen.entry(id).or_default();
+        seen.insert(idx.to_string());
+        if seen.len() > MAX_INDICES_PER_NODE && self.too_many_indices.is_none() {
+            self.too_many_indices = Some(id);
+        }
+        let input = |k: usize| node.inputs[k];
+        let in_shape = |k: usize| &self.nodes[node.inputs[k].index()].shape;
+        let v = match &node.op {
+            Op::Unary(u) => {
+                let a = self.value(input(0), idx);
+                self.assign(&u.wgsl(&a))
+            }
+            Op::Binary(b) => {
+                let x = self.value(input(0), idx);
+                let y = self.value(input(1), idx);
+                self.assign(&b.wgsl(&x, &y))
+            }
+            Op::Select => {
+                let m = self.value(input(0), idx);
+                let x = self.value(input(1), idx);
+                let y = self.value(input(2), idx);
+                self.assign(&format!("select({y}, {x}, {m} != 0.0)"))
+            }
+            Op::Reshape => self.value(input(0), idx),
+            Op::Broadcast if in_shape(0).numel() == 1 => self.value(input(0), "0u"),
+            Op::Broadcast => {
+                let m = StridedMap::broadcast(in_shape(0), &node.shape);
+                let src = self.strided(&m, idx);
+                self.value(input(0), &src)
+            }
+            Op::Permute(perm) => {
+                let m = StridedMap::permute(in_shape(0), perm);
+                let src = self.strided(&m, idx);
+                self.value(input(0), &src)
+            }
+            Op::Slice { axis, start } => {
+                let m = StridedMap::slice(in_shape(0), *axis, *start, node.shape.0[*axis]);
+                let src = self.strided(&m, idx);
+                self.value(input(0), &src)
+            }
+            Op::Pad { axis, before } => {
+                let (axis, before) = (*axis, *before);
+                self.pad(input(0), in_shape(0).clone(), axis, before, &node.shape, idx)
+            }
+            Op::Input(_) | Op::Param(_) | Op::Reduce { .. } | Op::Const(_) => {
+                unreachable!("{} nodes are stored by the schedule", node.op.name())
+            }
+        };
+        self.memo.insert(key, v.clone());
+        v
+    }
+
+    fn assign(&mut self, expr: &str) -> String {
+        let v = self.fresh("v");
+        self.line(&format!("let {v}: f32 = {expr};"));
+        v
+    }
+
+    /// The source index of a strided map at output index `idx`.
+    pub fn strided(&mut self, m: &StridedMap, idx: &str) -> String {
+        if m.is_identity() {
+            return idx.to_string();
+        }
+        self.index(strided_expr(m, idx))
+    }
+
+    /// Pad: the source's value where the output index falls inside it, else 0.
+    /// The source is computed only inside the branch, so its statements get
+    /// a scope of their own.
+    fn pad(
+        &mut self,
+        src: NodeId,
+        in_shape: Shape,
+        axis: usize,
+        before: usize,
+        out: &Shape,
+        idx: &str,
+    ) -> String {
+        let inner: usize = out.0[axis + 1..].iter().product();
+        let (len, out_len) = (in_shape.0[axis], out.0[axis]);
+        let a = self.index(format!("({idx} / {inner}u) % {out_len}u"));
+        let v = self.fresh("v");
+        self.line(&format!("var {v}: f32 = 0.0;"));
+        self.line(&format!(
+            "if ({a} >= {before}u && {a} < {}u) {{",
+            before + len
+        ));
+        let (memo, index_memo) = (self.memo.clone(), self.index_memo.clone());
+        self.indent += 1;
+        let s = format!(
+            "({idx} / {}u) * {}u + ({a} - {before}u) * {inner}u + {idx} % {inner}u",
+            out_len * inner,
+            len * inner
+        );
+        let s = self.index(s);
+        let x = self.value(src, &s);
+        self.line(&format!("{v} = {x};"));
+        self.indent -= 1;
+        self.line("}");
+        self.memo = memo;
+        self.index_memo = index_memo;
+        v
+    }
+
+    /// The `@binding` declarations for the buffers used.
+    pub fn declarations(&self) -> String {
+        let mut s = String::new();
+        for (k, &(_, write)) in self.bindings.iter().enumerate() {
+            let access = if write { "read_write" } else { "read" };
+            let _ = writeln!(
+                s,
+                "@group(0) @binding({k}) var<storage, {access}> b{k}: array<f32>;"
+            );
+        }
+        s
+    }
+}
+
+/// `Σ_k ((idx / stride_k) % dim_k) * src_k + offset` with the trivial parts left out.
+pub(crate) fn strided_expr(m: &StridedMap, idx: &str) -> String {
+    let out_strides = Shape(m.out_dims.clone()).strides();
+    let mut terms = Vec::new();
+    for k in 0..m.out_dims.len() {
+        if m.src_strides[k] == 0 || m.out_dims[k] == 1 {
+            continue;
+        }
+        let mut t = idx.to_string();
+        if out_strides[k] != 1 {
+            t = format!("({t} / {}u)", out_strides[k]);
+        }
+        if k != 0 {
+            t = format!("({t} % {}u)", m.out_dims[k]);
+        }
+        if m.src_strides[k] != 1 {
+            t = format!("{t} * {}u", m.src_strides[k]);
+        }
+        terms.push(t);
+    }
+    if m.offset != 0 || terms.is_empty() {
+        terms.push(format!("{}u", m.offset));
+    }
+    terms.join(" + ")
+}
+
+/// Fill a template's `{{NAME}}` holes; every hole must be filled.
+pub(crate) fn fill(template: &str, holes: &[(&str, &str)]) -> String {
+    let mut s = template.replace("{{PRELUDE}}", WGSL_PRELUDE);
+    for (name, value) in holes {
+        s = s.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    debug_assert!(!s.contains("{{"), "unfilled hole in template:\n{s}");
+    s
+}
+
+/// Check a generated shader with naga before wgpu sees it.
+pub(crate) fn validate(source: &str) -> crate::Result<()> {
+    let invalid = |message: String| crate::Error::InvalidShader {
+        message,
+        source_code: source.to_string(),
+    };
+    let module =
+        naga::front::wgsl::parse_str(source).map_err(|e| invalid(e.emit_to_string(source)))?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(&module)
+    .map_err(|e| invalid(e.emit_to_string(source)))?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The GPU backend: schedule → fuse → WGSL → pipelines.
+pub(crate) mod codegen;
+pub mod device;
+pub(crate) mod program;
+pub(crate) mod schedule;

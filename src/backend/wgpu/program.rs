@@ -1,0 +1,304 @@
+//! A planned program on a wgpu device: buffers, pipelines and bind groups are
+//! created once; a run writes the inputs, encodes every dispatch into one
+//! command buffer, submits it once, and reads back only what was asked for.
+
+use super::device::GpuContext;
+use super::schedule::{BufKind, Plan};
+use crate::error::{Error, Result};
+use crate::graph::NodeId;
+use crate::program::Stats;
+use std::sync::Arc;
+
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    /// One bind group per parity of the parameter buffers.
+    bind_groups: Vec<wgpu::BindGroup>,
+    workgroups: u32,
+}
+
+pub(crate) struct GpuProgram {
+    ctx: Arc<GpuContext>,
+    plan: Plan,
+    /// The buffer behind each planned buffer, for parity 0 and parity 1
+    /// (the same buffer unless it is a parameter's current/next pair).
+    buffers: Vec<[Arc<wgpu::Buffer>; 2]>,
+    kernels: Vec<Kernel>,
+    /// Readback buffers for the outputs.
+    staging: Vec<wgpu::Buffer>,
+    outputs: Vec<NodeId>,
+    parity: usize,
+    has_updates: bool,
+    bytes_held: u64,
+}
+
+impl GpuProgram {
+    pub fn new(ctx: Arc<GpuContext>, plan: Plan, outputs: Vec<NodeId>, has_updates: bool) -> Result<GpuProgram> {
+        let device = &ctx.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let make = |numel: usize, label: &str| {
+            Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (numel.max(1) * 4) as u64,
+                usage,
+                mapped_at_creation: false,
+            }))
+        };
+        let mut bytes_held = 0u64;
+        let mut buffers: Vec<[Arc<wgpu::Buffer>; 2]> = Vec::new();
+        // A parameter's current and next buffers are made together.
+        let mut param_pairs: Vec<Option<[Arc<wgpu::Buffer>; 2]>> = Vec::new();
+        for (k, b) in plan.buffers.iter().enumerate() {
+            bytes_held += (b.numel.max(1) * 4) as u64;
+            let pair = match b.kind {
+                BufKind::Param { index, next } => {
+                    if param_pairs.len() <= index {
+                        param_pairs.resize(index + 1, None);
+                    }
+                    let updated = plan
+                        .buffers
+                        .iter()
+                        .any(|o| o.kind == BufKind::Param { index, next: true });
+                    let pair = param_pairs[index].get_or_insert_with(|| {
+                        let a = make(b.numel, "param");
+                        let b2 = if updated { make(b.numel, "param next") } else { a.clone() };
+                        [a, b2]
+                    });
+                    if next {
+                        [pair[1].clone(), pair[0].clone()]
+                    } else {
+                        [pair[0].clone(), pair[1].clone()]
+                    }
+                }
+                _ => {
+                    let buf = make(b.numel, &format!("buffer {k}"));
+                    [buf.clone(), buf]
+                }
+            };
+            buffers.push(pair);
+        }
+        let mut kernels = Vec::new();
+        for spec in &plan.kernels {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&spec.label),
+                source: wgpu::ShaderSource::Wgsl(spec.wgsl.as_str().into()),
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&spec.label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            let layout = pipeline.get_bind_group_layout(0);
+            let parities = if has_updates { 2 } else { 1 };
+            let bind_groups = (0..parities)
+                .map(|p| {
+                    let entries: Vec<wgpu::BindGroupEntry> = spec
+                        .bindings
+                        .iter()
+                        .enumerate()
+                        .map(|(slot, &(buf, _))| wgpu::BindGroupEntry {
+                            binding: slot as u32,
+                            resource: buffers[buf][p].as_entire_binding(),
+                        })
+                        .collect();
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(&spec.label),
+                        layout: &layout,
+                        entries: &entries,
+                    })
+                })
+                .collect();
+            kernels.push(Kernel {
+                pipeline,
+                bind_groups,
+                workgroups: spec.workgroups,
+            });
+        }
+        let staging = outputs
+            .iter()
+            .map(|o| {
+                let numel = plan.buffers[plan.stored[o]].numel;
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: (numel.max(1) * 4) as u64,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        if let Some(e) = pollster::block_on(validation.pop()) {
+            return Err(Error::Gpu(format!("creating the program: {e}")));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory {
+                needed: bytes_held,
+                detail: e.to_string(),
+            });
+        }
+        Ok(GpuProgram {
+            ctx,
+            plan,
+            buffers,
+            kernels,
+            staging,
+            outputs,
+            parity: 0,
+            has_updates,
+            bytes_held,
+        })
+    }
+
+    fn buffer_of(&self, id: NodeId) -> &wgpu::Buffer {
+        &self.buffers[self.plan.stored[&id]][self.parity]
+    }
+
+    /// The current buffer of the k-th parameter.
+    fn param_buffer(&self, k: usize) -> &wgpu::Buffer {
+        let b = self
+            .plan
+            .buffers
+            .iter()
+            .position(|b| b.kind == BufKind::Param { index: k, next: false })
+            .expect("every parameter has a buffer");
+        &self.buffers[b][self.parity]
+    }
+
+    fn input_buffer(&self, k: usize) -> &wgpu::Buffer {
+        let b = self
+            .plan
+            .buffers
+            .iter()
+            .position(|b| b.kind == BufKind::Input(k))
+            .expect("every input has a buffer");
+        &self.buffers[b][0]
+    }
+
+    pub fn set_param(&mut self, k: usize, data: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(self.param_buffer(k), 0, bytemuck::cast_slice(data));
+    }
+
+    pub fn param(&self, k: usize) -> Result<Vec<f32>> {
+        let buf = self.param_buffer(k);
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("param readback"),
+            size: buf.size(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
+        self.ctx.queue.submit([enc.finish()]);
+        let mut out = self.read(&[&staging])?;
+        Ok(out.pop().expect("one buffer read"))
+    }
+
+    /// One run: inputs in the program's input order; outputs read back if asked.
+    pub fn run(&mut self, inputs: &[&[f32]], read_back: bool) -> Result<Vec<Vec<f32>>> {
+        for (k, data) in inputs.iter().enumerate() {
+            self.ctx
+                .queue
+                .write_buffer(self.input_buffer(k), 0, bytemuck::cast_slice(data));
+        }
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("run"),
+                timestamp_writes: None,
+            });
+            for k in &self.kernels {
+                pass.set_pipeline(&k.pipeline);
+                pass.set_bind_group(0, &k.bind_groups[self.parity.min(k.bind_groups.len() - 1)], &[]);
+                pass.dispatch_workgroups(k.workgroups, 1, 1);
+            }
+        }
+        if read_back {
+            for (o, staging) in self.outputs.iter().zip(&self.staging) {
+                let src = self.buffer_of(*o);
+                enc.copy_buffer_to_buffer(src, 0, staging, 0, staging.size());
+            }
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        if self.has_updates {
+            self.parity ^= 1;
+        }
+        if !read_back {
+            return Ok(Vec::new());
+        }
+        let staging: Vec<&wgpu::Buffer> = self.staging.iter().collect();
+        let mut out = self.read(&staging)?;
+        for (v, o) in out.iter_mut().zip(&self.outputs) {
+            v.truncate(self.plan.buffers[self.plan.stored[o]].numel);
+        }
+        Ok(out)
+    }
+
+    /// Wait for the queue, then copy mapped readback buffers out.
+    fn read(&self, staging: &[&wgpu::Buffer]) -> Result<Vec<Vec<f32>>> {
+        for s in staging {
+            s.slice(..).map_async(wgpu::MapMode::Read, |r| {
+                if let Err(e) = r {
+                    log::error!("wgrad: mapping a readback buffer failed: {e}");
+                }
+            });
+        }
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        staging
+            .iter()
+            .map(|s| {
+                let view = s
+                    .get_mapped_range(..)
+                    .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+                let v = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+                drop(view);
+                s.unmap();
+                Ok(v)
+            })
+            .collect()
+    }
+
+    /// Block until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            dispatches: self.kernels.len(),
+            bytes_held: self.bytes_held,
+            ..Default::default()
+        };
+        for k in &self.plan.kernels {
+            for &(b, write) in &k.bindings {
+                let bytes = self.plan.buffers[b].numel as u64 * 4;
+                if write {
+                    s.bytes_written += bytes;
+                } else {
+                    s.bytes_read += bytes;
+                }
+            }
+        }
+        s
+    }
+
+    pub fn kernels_wgsl(&self) -> Vec<String> {
+        self.plan.kernels.iter().map(|k| k.wgsl.clone()).collect()
+    }
+}

@@ -1,0 +1,466 @@
+//! The GPU schedule: which values live in buffers, and which fused kernels
+//! compute them, in what order.
+//!
+//! Stored are: inputs, parameters, reductions, the requested outputs and
+//! update values, and any node a kernel would otherwise need at too many
+//! indices. Everything else is recomputed inside the kernels that use it.
+//! A stored node's *level* is one more than the highest level among the
+//! stored nodes its expression reads; kernels run level by level. At each
+//! level, element-wise targets of one extent share a kernel, and a target of
+//! the same extent as a reduction's operand is written by that reduction's
+//! first pass (which visits every operand index exactly once).
+
+use super::codegen::{fill, strided_expr, validate, Emitter};
+use super::device::GpuLimits;
+use crate::backend::cpu::live_nodes;
+use crate::error::{Error, Result};
+use crate::graph::{Node, NodeId};
+use crate::ops::{f32_literal, Op, ReduceOp};
+use crate::shape::StridedMap;
+use std::collections::{BTreeMap, HashMap};
+
+const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
+const WORKGROUP: usize = 256;
+/// A reduction splits each output into chunks of about this many elements
+/// when it has too few outputs to fill the device.
+const CHUNK_TARGET: usize = 4096;
+const MAX_CHUNKS: usize = 1024;
+/// Outputs beyond this fill the device without chunking.
+const ENOUGH_OUTPUTS: usize = 512;
+
+/// A buffer of the program, by index.
+pub(crate) type BufId = usize;
+
+/// What a buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BufKind {
+    /// The k-th input of the program.
+    Input(usize),
+    /// The k-th parameter; `next` is the buffer its update is written to
+    /// (the two swap after every run).
+    Param { index: usize, next: bool },
+    /// Computed and used within a run.
+    Temp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BufSpec {
+    pub numel: usize,
+    pub kind: BufKind,
+}
+
+/// One compute dispatch.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelSpec {
+    pub label: String,
+    pub wgsl: String,
+    /// Buffers in binding order, and whether the kernel writes them.
+    pub bindings: Vec<(BufId, bool)>,
+    pub workgroups: u32,
+}
+
+/// Everything the program needs to create its buffers and pipelines.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub buffers: Vec<BufSpec>,
+    pub kernels: Vec<KernelSpec>,
+    /// Where each stored node's value lives after a run.
+    pub stored: HashMap<NodeId, BufId>,
+}
+
+/// What a program computes: `outputs`, and `updates` (param node, value node).
+pub(crate) struct Request<'a> {
+    pub nodes: &'a [Node],
+    pub outputs: &'a [NodeId],
+    pub updates: &'a [(NodeId, NodeId)],
+    /// The program's inputs and parameters, in the order their buffers are numbered.
+    pub inputs: &'a [NodeId],
+    pub params: &'a [NodeId],
+}
+
+/// Plan the kernels for `req`, validating every generated shader with naga.
+pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
+    let mut extra_stored: Vec<NodeId> = Vec::new();
+    loop {
+        match try_plan(req, limits, &extra_stored)? {
+            Attempt::Done(plan) => return Ok(plan),
+            Attempt::Store(id) => extra_stored.push(id),
+        }
+    }
+}
+
+enum Attempt {
+    Done(Plan),
+    /// Store this node and plan again.
+    Store(NodeId),
+}
+
+/// A value a kernel computes and the buffer it goes to.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    node: NodeId,
+    buf: BufId,
+}
+
+fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attempt> {
+    let nodes = req.nodes;
+    let mut roots: Vec<NodeId> = req.outputs.to_vec();
+    roots.extend(req.updates.iter().map(|u| u.1));
+    let live = live_nodes(nodes, &roots);
+
+    let mut buffers: Vec<BufSpec> = Vec::new();
+    let mut new_buf = |numel: usize, kind: BufKind| {
+        buffers.push(BufSpec { numel, kind });
+        buffers.len() - 1
+    };
+    let mut stored: HashMap<NodeId, BufId> = HashMap::new();
+    for (k, &id) in req.inputs.iter().enumerate() {
+        stored.insert(id, new_buf(nodes[id.index()].shape.numel(), BufKind::Input(k)));
+    }
+    for (k, &id) in req.params.iter().enumerate() {
+        let numel = nodes[id.index()].shape.numel();
+        stored.insert(id, new_buf(numel, BufKind::Param { index: k, next: false }));
+    }
+    // Targets: every stored value a kernel must compute.
+    let mut targets: Vec<Target> = Vec::new();
+    for &(param, value) in req.updates {
+        let k = req.params.iter().position(|&p| p == param).expect("updated param is listed");
+        let buf = new_buf(nodes[param.index()].shape.numel(), BufKind::Param { index: k, next: true });
+        // The update value is written straight into the parameter's next
+        // buffer, unless it is a leaf or already has a home: then it is copied.
+        if !is_leaf(&nodes[value.index()].op) && !stored.contains_key(&value) {
+            stored.insert(value, buf);
+        }
+        targets.push(Target { node: value, buf });
+    }
+    let must_store = |id: NodeId| {
+        matches!(nodes[id.index()].op, Op::Reduce { .. })
+            || req.outputs.contains(&id)
+            || extra.contains(&id)
+    };
+    for &i in &live {
+        let id = NodeId(i as u32);
+        if must_store(id) && !stored.contains_key(&id) {
+            let buf = new_buf(nodes[i].shape.numel(), BufKind::Temp);
+            stored.insert(id, buf);
+            targets.push(Target { node: id, buf });
+        }
+    }
+    for b in &buffers {
+        let bytes = b.numel as u64 * 4;
+        if bytes > limits.max_storage_binding {
+            return Err(Error::TooLarge(format!(
+                "a tensor of {} elements ({bytes} bytes) exceeds this device's largest storage binding ({} bytes)",
+                b.numel, limits.max_storage_binding
+            )));
+        }
+        if b.numel >= 1 << 31 {
+            return Err(Error::TooLarge(format!(
+                "a tensor of {} elements exceeds 2^31 elements (32-bit indexing)",
+                b.numel
+            )));
+        }
+    }
+
+    // Levels: one more than the stored values a target's expression reads.
+    let mut level: HashMap<NodeId, usize> = HashMap::new();
+    let mut reads_memo: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    let mut by_level: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
+    for t in &targets {
+        let l = level_of(t.node, nodes, &stored, &mut level, &mut reads_memo);
+        by_level.entry(l).or_default().push(*t);
+    }
+
+    let mut kernels = Vec::new();
+    for (_, group) in by_level {
+        let (reductions, mut elementwise): (Vec<Target>, Vec<Target>) = group
+            .into_iter()
+            .partition(|t| matches!(nodes[t.node.index()].op, Op::Reduce { .. }));
+        for r in reductions {
+            let operand = nodes[r.node.index()].inputs[0];
+            let extent = nodes[operand.index()].shape.numel();
+            // Element-wise targets of the operand's extent ride along in pass 1.
+            let (riders, rest): (Vec<Target>, Vec<Target>) = elementwise
+                .into_iter()
+                .partition(|t| nodes[t.node.index()].shape.numel() == extent);
+            elementwise = rest;
+            match reduction(nodes, &stored, r, &riders, limits, &mut buffers)? {
+                Ok(ks) => kernels.extend(ks),
+                Err(id) => return Ok(Attempt::Store(id)),
+            }
+        }
+        let mut by_extent: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
+        for t in elementwise {
+            by_extent
+                .entry(nodes[t.node.index()].shape.numel())
+                .or_default()
+                .push(t);
+        }
+        for (extent, ts) in by_extent {
+            match elementwise_kernel(nodes, &stored, extent, &ts, limits)? {
+                Ok(k) => kernels.push(k),
+                Err(id) => return Ok(Attempt::Store(id)),
+            }
+        }
+    }
+    Ok(Attempt::Done(Plan {
+        buffers,
+        kernels,
+        stored,
+    }))
+}
+
+fn is_leaf(op: &Op) -> bool {
+    matches!(op, Op::Input(_) | Op::Param(_))
+}
+
+/// The stored nodes `id`'s expression reads directly (stopping at stored nodes).
+fn reads(
+    id: NodeId,
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    memo: &mut HashMap<NodeId, Vec<NodeId>>,
+) -> Vec<NodeId> {
+    if let Some(r) = memo.get(&id) {
+        return r.clone();
+    }
+    let mut out = Vec::new();
+    for &j in &nodes[id.index()].inputs {
+        if stored.contains_key(&j) {
+            out.push(j);
+        } else {
+            out.extend(reads(j, nodes, stored, memo));
+        }
+    }
+    out.sort();
+    out.dedup();
+    memo.insert(id, out.clone());
+    out
+}
+
+fn level_of(
+    id: NodeId,
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    level: &mut HashMap<NodeId, usize>,
+    memo: &mut HashMap<NodeId, Vec<NodeId>>,
+) -> usize {
+    if is_leaf(&nodes[id.index()].op) {
+        return 0;
+    }
+    if let Some(&l) = level.get(&id) {
+        return l;
+    }
+    let l = 1 + reads(id, nodes, stored, memo)
+        .into_iter()
+        .map(|j| level_of(j, nodes, stored, level, memo))
+        .max()
+        .unwrap_or(0);
+    level.insert(id, l);
+    l
+}
+
+fn dispatch_count(items: usize, per_group: usize, limits: &GpuLimits) -> u32 {
+    items
+        .div_ceil(per_group)
+        .clamp(1, limits.max_workgroups as usize) as u32
+}
+
+/// Emit `targets` at index `idx` into `e`. A target whose buffer is its
+/// node's home is computed from its operands; any other target (an update
+/// copying a value that lives elsewhere) loads the value and stores it.
+fn emit_targets(e: &mut Emitter, stored: &HashMap<NodeId, BufId>, targets: &[Target], idx: &str) {
+    for t in targets {
+        let v = if stored.get(&t.node) == Some(&t.buf) {
+            e.compute(t.node, idx)
+        } else {
+            e.value(t.node, idx)
+        };
+        e.store(t.buf, idx, &v);
+    }
+}
+
+type KernelOrStore<T> = Result<std::result::Result<T, NodeId>>;
+
+fn check_bindings(e: &Emitter, limits: &GpuLimits, label: &str) -> Result<()> {
+    if e.bindings.len() > limits.max_storage_buffers as usize {
+        return Err(Error::TooLarge(format!(
+            "kernel `{label}` needs {} storage buffers; this device binds at most {}",
+            e.bindings.len(),
+            limits.max_storage_buffers
+        )));
+    }
+    Ok(())
+}
+
+fn elementwise_kernel(
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    extent: usize,
+    targets: &[Target],
+    limits: &GpuLimits,
+) -> KernelOrStore<KernelSpec> {
+    let mut e = Emitter::new(nodes, stored, 2);
+    emit_targets(&mut e, stored, targets, "idx");
+    if let Some(id) = e.too_many_indices {
+        return Ok(Err(id));
+    }
+    let label = format!("elementwise[{extent}] -> {:?}", ids(targets));
+    check_bindings(&e, limits, &label)?;
+    let wgsl = fill(
+        ELEMENTWISE,
+        &[
+            ("BINDINGS", &e.declarations()),
+            ("LEN", &extent.to_string()),
+            ("BODY", &e.body),
+        ],
+    );
+    validate(&wgsl)?;
+    Ok(Ok(KernelSpec {
+        label,
+        wgsl,
+        bindings: e.bindings,
+        workgroups: dispatch_count(extent, WORKGROUP, limits),
+    }))
+}
+
+fn ids(targets: &[Target]) -> Vec<usize> {
+    targets.iter().map(|t| t.node.index()).collect()
+}
+
+/// One reduction: pass 1 folds chunks of each output (with the operand's
+/// element-wise producers fused in, and `riders` written on the way); when
+/// there is more than one chunk, pass 2 folds the chunks.
+fn reduction(
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    target: Target,
+    riders: &[Target],
+    limits: &GpuLimits,
+    buffers: &mut Vec<BufSpec>,
+) -> KernelOrStore<Vec<KernelSpec>> {
+    let node = &nodes[target.node.index()];
+    let Op::Reduce { op, axes } = &node.op else {
+        unreachable!("a reduction target")
+    };
+    let operand = node.inputs[0];
+    let in_shape = &nodes[operand.index()].shape;
+    let strides = in_shape.strides();
+    let kept: Vec<usize> = (0..in_shape.rank()).filter(|k| !axes.contains(k)).collect();
+    let outs = node.shape.numel();
+    let len: usize = axes.iter().map(|&a| in_shape.0[a]).product();
+    let groups = if len <= CHUNK_TARGET || outs >= ENOUGH_OUTPUTS {
+        1
+    } else {
+        len.div_ceil(CHUNK_TARGET).min(MAX_CHUNKS)
+    };
+    let chunk = len.div_ceil(groups);
+    let base_map = StridedMap {
+        out_dims: kept.iter().map(|&k| in_shape.0[k]).collect(),
+        src_strides: kept.iter().map(|&k| strides[k]).collect(),
+        offset: 0,
+    };
+    let offset_map = StridedMap {
+        out_dims: axes.iter().map(|&a| in_shape.0[a]).collect(),
+        src_strides: axes.iter().map(|&a| strides[a]).collect(),
+        offset: 0,
+    };
+    let dst = if groups == 1 {
+        target.buf
+    } else {
+        buffers.push(BufSpec {
+            numel: outs * groups,
+            kind: BufKind::Temp,
+        });
+        buffers.len() - 1
+    };
+
+    let mut e = Emitter::new(nodes, stored, 3);
+    let value = e.value(operand, "idx");
+    emit_targets(&mut e, stored, riders, "idx");
+    if let Some(id) = e.too_many_indices {
+        return Ok(Err(id));
+    }
+    let dst_name = e.binding(dst, true);
+    let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
+    check_bindings(&e, limits, &label)?;
+    let pass1 = reduce_kernel(
+        &e,
+        *op,
+        &label,
+        outs * groups,
+        groups,
+        len,
+        chunk,
+        &strided_expr(&base_map, "o"),
+        &strided_expr(&offset_map, "r"),
+        &value,
+        &dst_name,
+        limits,
+    )?;
+    if groups == 1 {
+        return Ok(Ok(vec![pass1]));
+    }
+    // Pass 2: fold the `groups` partials of each output, in order.
+    let mut e2 = Emitter::new(nodes, stored, 3);
+    let src = e2.binding(dst, false);
+    let out = e2.binding(target.buf, true);
+    let pass2 = reduce_kernel(
+        &e2,
+        *op,
+        &format!("{label} (pass 2)"),
+        outs,
+        1,
+        groups,
+        groups,
+        &format!("o * {groups}u"),
+        "r",
+        &format!("{src}[idx]"),
+        &out,
+        limits,
+    )?;
+    Ok(Ok(vec![pass1, pass2]))
+}
+
+#[allow(clippy::too_many_arguments)] // the template's holes, named at the call
+fn reduce_kernel(
+    e: &Emitter,
+    op: ReduceOp,
+    label: &str,
+    slots: usize,
+    groups: usize,
+    len: usize,
+    chunk: usize,
+    base: &str,
+    offset: &str,
+    value: &str,
+    dst: &str,
+    limits: &GpuLimits,
+) -> Result<KernelSpec> {
+    let wgsl = fill(
+        REDUCE,
+        &[
+            ("BINDINGS", &e.declarations()),
+            ("SLOTS", &slots.to_string()),
+            ("GROUPS", &groups.to_string()),
+            ("REDUCE_LEN", &len.to_string()),
+            ("CHUNK", &chunk.to_string()),
+            ("BASE", base),
+            ("OFFSET", offset),
+            ("BODY", &e.body),
+            ("VALUE", value),
+            ("DST", dst),
+            ("IDENTITY", &f32_literal(op.identity())),
+            ("COMBINE", &op.wgsl("acc", "x")),
+        ],
+    );
+    validate(&wgsl)?;
+    Ok(KernelSpec {
+        label: label.to_string(),
+        wgsl,
+        bindings: e.bindings.clone(),
+        workgroups: dispatch_count(slots, 1, limits),
+    })
+}
+

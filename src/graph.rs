@@ -1,0 +1,786 @@
+//! The recorded graph: an arena of nodes addressed by [`NodeId`], and [`Var`],
+//! a `Copy` handle with operator overloading for recording into it.
+
+use crate::error::{Error, Result};
+use crate::ops::{reduced_shape, BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::shape::Shape;
+use std::cell::{Cell, Ref, RefCell};
+use std::fmt;
+use std::panic::Location;
+
+/// The index of a node in its graph's arena.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct NodeId(pub(crate) u32);
+
+impl NodeId {
+    /// The position in the arena (also a topological order: operands come first).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One recorded operation.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub shape: Shape,
+    /// Where the user recorded it (for `grad`'s nodes: where `grad` was called).
+    pub location: &'static Location<'static>,
+}
+
+/// A static graph of tensor operations, recorded once and compiled for a device.
+///
+/// Nodes are only ever appended, so a node's operands always come before it.
+/// The arena sits in a `RefCell` so that [`Var`] handles can record through a
+/// shared reference; every borrow is short and internal.
+#[derive(Default)]
+pub struct Graph {
+    nodes: RefCell<Vec<Node>>,
+    /// While `grad` records backward nodes, they take its caller's location.
+    location_override: Cell<Option<&'static Location<'static>>>,
+}
+
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.nodes.borrow().iter().enumerate() {
+            let ins: Vec<_> = n.inputs.iter().map(|x| format!("%{}", x.0)).collect();
+            writeln!(f, "%{i} = {:?}({}) : {}", n.op, ins.join(", "), n.shape)?;
+        }
+        Ok(())
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Number of nodes recorded so far.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    /// Whether nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The recorded nodes.
+    pub fn nodes(&self) -> Ref<'_, Vec<Node>> {
+        self.nodes.borrow()
+    }
+
+    /// The handle of a recorded node.
+    pub fn var(&self, id: NodeId) -> Var<'_> {
+        assert!(id.index() < self.len(), "node {id:?} is not in this graph");
+        Var { id, graph: self }
+    }
+
+    /// A named input: data given to every run. Panics if the name is taken.
+    #[track_caller]
+    pub fn input(&self, name: &str, shape: impl Into<Shape>) -> Var<'_> {
+        self.try_input(name, shape).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A named input, or an error if the name is taken.
+    #[track_caller]
+    pub fn try_input(&self, name: &str, shape: impl Into<Shape>) -> Result<Var<'_>> {
+        self.leaf(Op::Input(name.to_string()), name, shape.into())
+    }
+
+    /// A named parameter: a value that stays in the program (on the GPU)
+    /// between runs, set with `Program::set_param` and updated by the program's
+    /// updates. Panics if the name is taken.
+    #[track_caller]
+    pub fn param(&self, name: &str, shape: impl Into<Shape>) -> Var<'_> {
+        self.try_param(name, shape).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A named parameter, or an error if the name is taken.
+    #[track_caller]
+    pub fn try_param(&self, name: &str, shape: impl Into<Shape>) -> Result<Var<'_>> {
+        self.leaf(Op::Param(name.to_string()), name, shape.into())
+    }
+
+    #[track_caller]
+    fn leaf(&self, op: Op, name: &str, shape: Shape) -> Result<Var<'_>> {
+        let taken = self.nodes.borrow().iter().any(|n| match &n.op {
+            Op::Input(m) | Op::Param(m) => m == name,
+            _ => false,
+        });
+        if taken {
+            return Err(Error::DuplicateName {
+                name: name.to_string(),
+                location: Location::caller(),
+            });
+        }
+        Ok(self.push(op, vec![], shape))
+    }
+
+    /// A scalar constant.
+    #[track_caller]
+    pub fn constant(&self, value: f64) -> Var<'_> {
+        self.push(Op::Const(value), vec![], Shape::scalar())
+    }
+
+    /// A tensor of one value.
+    #[track_caller]
+    pub fn full(&self, value: f64, shape: impl Into<Shape>) -> Var<'_> {
+        self.constant(value).broadcast_to(shape)
+    }
+
+    /// Append a node whose shape has been checked.
+    #[track_caller]
+    pub(crate) fn push(&self, op: Op, inputs: Vec<NodeId>, shape: Shape) -> Var<'_> {
+        let location = self
+            .location_override
+            .get()
+            .unwrap_or_else(Location::caller);
+        let mut nodes = self.nodes.borrow_mut();
+        let id = NodeId(u32::try_from(nodes.len()).expect("more than 2^32 nodes"));
+        nodes.push(Node {
+            op,
+            inputs,
+            shape,
+            location,
+        });
+        Var { id, graph: self }
+    }
+
+    /// Record with every new node attributed to `location` (used by `grad`).
+    pub(crate) fn recording_at<T>(
+        &self,
+        location: &'static Location<'static>,
+        f: impl FnOnce() -> T,
+    ) -> T {
+        let before = self.location_override.replace(Some(location));
+        let out = f();
+        self.location_override.set(before);
+        out
+    }
+}
+
+/// A handle to a node of a [`Graph`], for recording. It is `Copy`, so
+/// expressions read as math: `let f = (x + y) * y.max(z);`.
+#[derive(Clone, Copy)]
+pub struct Var<'g> {
+    pub(crate) id: NodeId,
+    pub(crate) graph: &'g Graph,
+}
+
+impl fmt::Debug for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Var(%{} {})", self.id.0, self.shape())
+    }
+}
+
+/// Things that can stand as an operand: a [`Var`] or a number (a constant).
+pub trait IntoVar<'g> {
+    fn into_var(self, graph: &'g Graph) -> Var<'g>;
+}
+impl<'g> IntoVar<'g> for Var<'g> {
+    fn into_var(self, graph: &'g Graph) -> Var<'g> {
+        assert!(
+            std::ptr::eq(self.graph, graph),
+            "operands come from two different graphs"
+        );
+        self
+    }
+}
+impl<'g> IntoVar<'g> for f64 {
+    #[track_caller]
+    fn into_var(self, graph: &'g Graph) -> Var<'g> {
+        graph.constant(self)
+    }
+}
+impl<'g> IntoVar<'g> for f32 {
+    #[track_caller]
+    fn into_var(self, graph: &'g Graph) -> Var<'g> {
+        graph.constant(self as f64)
+    }
+}
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[track_caller]
+        pub fn $name(self) -> Var<'g> {
+            self.unary(UnaryOp::$op)
+        }
+    )*};
+}
+
+macro_rules! binary_methods {
+    ($($(#[$doc:meta])* $name:ident $try_name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        /// Operands broadcast by NumPy's rules; panics with the caller's line otherwise.
+        #[track_caller]
+        pub fn $name(self, rhs: impl IntoVar<'g>) -> Var<'g> {
+            self.$try_name(rhs).unwrap_or_else(|e| panic!("{e}"))
+        }
+        #[track_caller]
+        pub fn $try_name(self, rhs: impl IntoVar<'g>) -> Result<Var<'g>> {
+            self.try_binary(BinaryOp::$op, rhs)
+        }
+    )*};
+}
+
+#[allow(clippy::should_implement_trait)] // add/sub/… are also operators; the methods take numbers too
+impl<'g> Var<'g> {
+    /// The node this handle refers to.
+    pub fn id(self) -> NodeId {
+        self.id
+    }
+    /// The graph it belongs to.
+    pub fn graph(self) -> &'g Graph {
+        self.graph
+    }
+    /// Its shape.
+    pub fn shape(self) -> Shape {
+        self.graph.nodes.borrow()[self.id.index()].shape.clone()
+    }
+    /// Its number of elements.
+    pub fn numel(self) -> usize {
+        self.graph.nodes.borrow()[self.id.index()].shape.numel()
+    }
+
+    #[track_caller]
+    fn unary(self, op: UnaryOp) -> Var<'g> {
+        self.graph.push(Op::Unary(op), vec![self.id], self.shape())
+    }
+
+    unary_methods! {
+        neg => Neg, abs => Abs, sign => Sign, exp => Exp, log => Log, sqrt => Sqrt,
+        rsqrt => Rsqrt, recip => Recip, square => Square, sin => Sin, cos => Cos,
+        tanh => Tanh, sigmoid => Sigmoid, relu => Relu,
+        /// `log(1 + exp(x))`, computed without overflow.
+        softplus => Softplus,
+        /// The same value, with no gradient flowing through (`stop_gradient`).
+        detach => Detach,
+    }
+
+    /// `self^c` for a constant exponent (a negative base is fine when `c` is an integer).
+    #[track_caller]
+    pub fn powf(self, c: f64) -> Var<'g> {
+        self.unary(UnaryOp::PowConst(c))
+    }
+
+    binary_methods! {
+        add try_add => Add, sub try_sub => Sub, mul try_mul => Mul, div try_div => Div,
+        /// The larger operand; at ties the gradient splits equally.
+        max try_max => Max,
+        /// The smaller operand; at ties the gradient splits equally.
+        min try_min => Min,
+        /// `self^rhs`, element-wise.
+        pow try_pow => Pow,
+        /// Mask: 1 where `self < rhs`, else 0 (no gradient).
+        lt try_lt => Lt,
+        /// Mask: 1 where `self <= rhs`.
+        le try_le => Le,
+        /// Mask: 1 where `self > rhs`.
+        gt try_gt => Gt,
+        /// Mask: 1 where `self >= rhs`.
+        ge try_ge => Ge,
+        /// Mask: 1 where `self == rhs`.
+        eq try_eq => Eq,
+    }
+
+    /// A binary op after broadcasting both operands to a common shape.
+    #[track_caller]
+    pub fn try_binary(self, op: BinaryOp, rhs: impl IntoVar<'g>) -> Result<Var<'g>> {
+        let rhs = rhs.into_var(self.graph);
+        let (a, b) = (self.shape(), rhs.shape());
+        let out = Shape::broadcast(&a, &b).ok_or_else(|| Error::Shape {
+            op: op.name(),
+            detail: "operands do not broadcast".into(),
+            lhs: a.clone(),
+            rhs: b.clone(),
+            location: Location::caller(),
+        })?;
+        let (x, y) = (self.broadcast_to(&out), rhs.broadcast_to(&out));
+        Ok(self.graph.push(Op::Binary(op), vec![x.id, y.id], out))
+    }
+
+    /// `a` where `self != 0`, else `b`; all three broadcast together. The
+    /// gradient flows to `a` and `b`, never to the mask.
+    #[track_caller]
+    pub fn select(self, a: impl IntoVar<'g>, b: impl IntoVar<'g>) -> Var<'g> {
+        self.try_select(a, b).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `select`, or an error if the shapes do not broadcast.
+    #[track_caller]
+    pub fn try_select(self, a: impl IntoVar<'g>, b: impl IntoVar<'g>) -> Result<Var<'g>> {
+        let (a, b) = (a.into_var(self.graph), b.into_var(self.graph));
+        let err = |l: Shape, r: Shape| Error::Shape {
+            op: "select",
+            detail: "operands do not broadcast".into(),
+            lhs: l,
+            rhs: r,
+            location: Location::caller(),
+        };
+        let ab = Shape::broadcast(&a.shape(), &b.shape()).ok_or_else(|| err(a.shape(), b.shape()))?;
+        let out = Shape::broadcast(&self.shape(), &ab).ok_or_else(|| err(self.shape(), ab))?;
+        let ids = [self, a, b].map(|v| v.broadcast_to(&out).id).to_vec();
+        Ok(self.graph.push(Op::Select, ids, out))
+    }
+
+    // ---- shape ops ----------------------------------------------------
+
+    /// Broadcast to `shape` by NumPy's rules (a no-op if the shape is already that).
+    #[track_caller]
+    pub fn broadcast_to(self, shape: impl Into<Shape>) -> Var<'g> {
+        self.try_broadcast_to(shape).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `broadcast_to`, or an error if the shape does not broadcast.
+    #[track_caller]
+    pub fn try_broadcast_to(self, shape: impl Into<Shape>) -> Result<Var<'g>> {
+        let (from, to) = (self.shape(), shape.into());
+        if from == to {
+            return Ok(self);
+        }
+        if !from.broadcasts_to(&to) {
+            return Err(Error::Shape {
+                op: "broadcast_to",
+                detail: "cannot broadcast".into(),
+                lhs: from,
+                rhs: to,
+                location: Location::caller(),
+            });
+        }
+        Ok(self.graph.push(Op::Broadcast, vec![self.id], to))
+    }
+
+    /// The same elements in another shape of the same size.
+    #[track_caller]
+    pub fn reshape(self, shape: impl Into<Shape>) -> Var<'g> {
+        self.try_reshape(shape).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `reshape`, or an error if the sizes differ.
+    #[track_caller]
+    pub fn try_reshape(self, shape: impl Into<Shape>) -> Result<Var<'g>> {
+        let (from, to) = (self.shape(), shape.into());
+        if from == to {
+            return Ok(self);
+        }
+        if from.numel() != to.numel() {
+            return Err(Error::Shape {
+                op: "reshape",
+                detail: "element counts differ".into(),
+                lhs: from,
+                rhs: to,
+                location: Location::caller(),
+            });
+        }
+        Ok(self.graph.push(Op::Reshape, vec![self.id], to))
+    }
+
+    /// Reorder axes: output axis `k` is input axis `perm[k]`.
+    #[track_caller]
+    pub fn permute(self, perm: &[usize]) -> Var<'g> {
+        self.try_permute(perm).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `permute`, or an error if `perm` is not a permutation of the axes.
+    #[track_caller]
+    pub fn try_permute(self, perm: &[usize]) -> Result<Var<'g>> {
+        let shape = self.shape();
+        let mut seen = vec![false; shape.rank()];
+        let ok = perm.len() == shape.rank()
+            && perm
+                .iter()
+                .all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true));
+        if !ok {
+            return Err(Error::Argument {
+                op: "permute",
+                detail: format!("{perm:?} is not a permutation of the axes of shape {shape}"),
+                location: Location::caller(),
+            });
+        }
+        if perm.iter().enumerate().all(|(k, &p)| k == p) {
+            return Ok(self);
+        }
+        let out = Shape(perm.iter().map(|&p| shape.0[p]).collect());
+        Ok(self
+            .graph
+            .push(Op::Permute(perm.to_vec()), vec![self.id], out))
+    }
+
+    /// Swap the last two axes (a matrix transpose, batched).
+    #[track_caller]
+    pub fn transpose(self) -> Var<'g> {
+        let r = self.shape().rank();
+        assert!(
+            r >= 2,
+            "{}: transpose needs rank >= 2, got shape {}",
+            Location::caller(),
+            self.shape()
+        );
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.swap(r - 2, r - 1);
+        self.permute(&perm)
+    }
+
+    /// Elements `start..end` along `axis` (negative axes count from the end).
+    #[track_caller]
+    pub fn slice(self, axis: isize, start: usize, end: usize) -> Var<'g> {
+        self.try_slice(axis, start, end)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `slice`, or an error for a bad axis or range.
+    #[track_caller]
+    pub fn try_slice(self, axis: isize, start: usize, end: usize) -> Result<Var<'g>> {
+        let mut shape = self.shape();
+        let axis = self.axis("slice", axis)?;
+        if start > end || end > shape.0[axis] {
+            return Err(Error::Argument {
+                op: "slice",
+                detail: format!(
+                    "range {start}..{end} is outside axis {axis} of shape {shape}"
+                ),
+                location: Location::caller(),
+            });
+        }
+        if start == 0 && end == shape.0[axis] {
+            return Ok(self);
+        }
+        shape.0[axis] = end - start;
+        Ok(self
+            .graph
+            .push(Op::Slice { axis, start }, vec![self.id], shape))
+    }
+
+    /// Zeros around `self` along `axis`: `before` in front, `after` behind.
+    #[track_caller]
+    pub fn pad(self, axis: isize, before: usize, after: usize) -> Var<'g> {
+        self.try_pad(axis, before, after)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `pad`, or an error for a bad axis.
+    #[track_caller]
+    pub fn try_pad(self, axis: isize, before: usize, after: usize) -> Result<Var<'g>> {
+        let mut shape = self.shape();
+        let axis = self.axis("pad", axis)?;
+        if before == 0 && after == 0 {
+            return Ok(self);
+        }
+        shape.0[axis] += before + after;
+        Ok(self
+            .graph
+            .push(Op::Pad { axis, before }, vec![self.id], shape))
+    }
+
+    /// Join tensors along `axis`; all other dimensions must agree.
+    #[track_caller]
+    pub fn concat(parts: &[Var<'g>], axis: isize) -> Var<'g> {
+        Var::try_concat(parts, axis).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `concat`, or an error if the shapes do not fit.
+    #[track_caller]
+    pub fn try_concat(parts: &[Var<'g>], axis: isize) -> Result<Var<'g>> {
+        let first = *parts.first().ok_or_else(|| Error::Argument {
+            op: "concat",
+            detail: "nothing to concatenate".into(),
+            location: Location::caller(),
+        })?;
+        let ax = first.axis("concat", axis)?;
+        let s0 = first.shape();
+        let mut total = 0;
+        for p in parts {
+            let s = p.shape();
+            let fits = s.rank() == s0.rank()
+                && (0..s.rank()).all(|k| k == ax || s.0[k] == s0.0[k]);
+            if !fits {
+                return Err(Error::Shape {
+                    op: "concat",
+                    detail: format!("dimensions other than axis {ax} must agree"),
+                    lhs: s0,
+                    rhs: s,
+                    location: Location::caller(),
+                });
+            }
+            total += s.0[ax];
+        }
+        // A sum of zero-padded parts: fused on the GPU, each element reads one part.
+        let mut before = 0;
+        let mut out: Option<Var<'g>> = None;
+        for p in parts {
+            let len = p.shape().0[ax];
+            let padded = p.try_pad(ax as isize, before, total - before - len)?;
+            out = Some(out.map_or(padded, |o| o + padded));
+            before += len;
+        }
+        Ok(out.expect("at least one part"))
+    }
+
+    /// Resolve a possibly negative axis.
+    #[track_caller]
+    fn axis(self, op: &'static str, axis: isize) -> Result<usize> {
+        let rank = self.shape().rank() as isize;
+        let a = if axis < 0 { axis + rank } else { axis };
+        if a < 0 || a >= rank {
+            return Err(Error::Argument {
+                op,
+                detail: format!("axis {axis} is out of range for shape {}", self.shape()),
+                location: Location::caller(),
+            });
+        }
+        Ok(a as usize)
+    }
+
+    #[track_caller]
+    fn axes(self, op: &'static str, axes: &[isize]) -> Result<Vec<usize>> {
+        let mut out = Vec::new();
+        for &a in axes {
+            let a = self.axis(op, a)?;
+            if out.contains(&a) {
+                return Err(Error::Argument {
+                    op,
+                    detail: format!("axis {a} is named twice"),
+                    location: Location::caller(),
+                });
+            }
+            out.push(a);
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    // ---- reductions -------------------------------------------------------
+
+    /// Reduce over sorted, distinct `axes`, keeping them as size-1 dimensions.
+    #[track_caller]
+    pub(crate) fn reduce_keepdims(self, op: ReduceOp, axes: &[usize]) -> Var<'g> {
+        if axes.is_empty() {
+            return self;
+        }
+        let out = reduced_shape(&self.shape(), axes);
+        self.graph.push(
+            Op::Reduce {
+                op,
+                axes: axes.to_vec(),
+            },
+            vec![self.id],
+            out,
+        )
+    }
+
+    #[track_caller]
+    pub(crate) fn sum_axes_keepdims(self, axes: &[usize]) -> Var<'g> {
+        self.reduce_keepdims(ReduceOp::Sum, axes)
+    }
+
+    #[track_caller]
+    fn try_reduce(self, op: ReduceOp, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
+        let axes = self.axes(op.name(), axes)?;
+        let kept = self.reduce_keepdims(op, &axes);
+        if keepdims {
+            return Ok(kept);
+        }
+        let shape = self.shape();
+        let dims: Vec<usize> = (0..shape.rank())
+            .filter(|k| !axes.contains(k))
+            .map(|k| shape.0[k])
+            .collect();
+        Ok(kept.reshape(dims))
+    }
+
+    fn all_axes(self) -> Vec<isize> {
+        (0..self.shape().rank() as isize).collect()
+    }
+
+    /// Sum of all elements (a scalar).
+    #[track_caller]
+    pub fn sum(self) -> Var<'g> {
+        self.sum_axes(&self.all_axes(), false)
+    }
+    /// Mean of all elements (a scalar).
+    #[track_caller]
+    pub fn mean(self) -> Var<'g> {
+        self.mean_axes(&self.all_axes(), false)
+    }
+    /// Largest element (a scalar); the gradient splits equally between ties.
+    #[track_caller]
+    pub fn max_all(self) -> Var<'g> {
+        self.max_axes(&self.all_axes(), false)
+    }
+    /// Smallest element (a scalar); the gradient splits equally between ties.
+    #[track_caller]
+    pub fn min_all(self) -> Var<'g> {
+        self.min_axes(&self.all_axes(), false)
+    }
+    /// `log(sum(exp(x)))` over all elements, computed stably.
+    #[track_caller]
+    pub fn logsumexp(self) -> Var<'g> {
+        self.logsumexp_axes(&self.all_axes(), false)
+    }
+
+    /// Sum over `axes` (negative axes count from the end).
+    #[track_caller]
+    pub fn sum_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
+        self.try_reduce(ReduceOp::Sum, axes, keepdims)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// Largest element over `axes`; the gradient splits equally between ties.
+    #[track_caller]
+    pub fn max_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
+        self.try_reduce(ReduceOp::Max, axes, keepdims)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// Smallest element over `axes`; the gradient splits equally between ties.
+    #[track_caller]
+    pub fn min_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
+        self.try_reduce(ReduceOp::Min, axes, keepdims)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// Mean over `axes`.
+    #[track_caller]
+    pub fn mean_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
+        let before = self.numel();
+        let s = self.sum_axes(axes, keepdims);
+        let count = before / s.numel().max(1);
+        s / count as f64
+    }
+    /// `log(sum(exp(x)))` over `axes`, shifted by the (detached) maximum so
+    /// that no exponential overflows.
+    #[track_caller]
+    pub fn logsumexp_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
+        let m = self.max_axes(axes, true).detach();
+        let shape = self.shape();
+        let lse = (self - m.broadcast_to(&shape)).exp().sum_axes(axes, true).log() + m;
+        if keepdims {
+            lse
+        } else {
+            let axes = self.axes("logsumexp", axes).expect("checked by max_axes");
+            let dims: Vec<usize> = (0..shape.rank())
+                .filter(|k| !axes.contains(k))
+                .map(|k| shape.0[k])
+                .collect();
+            lse.reshape(dims)
+        }
+    }
+
+    // ---- linear algebra and losses ---------------------------------------
+
+    /// Matrix product over the last two axes; leading (batch) axes broadcast.
+    #[track_caller]
+    pub fn matmul(self, rhs: Var<'g>) -> Var<'g> {
+        self.try_matmul(rhs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `matmul`, or an error if the shapes do not fit.
+    #[track_caller]
+    pub fn try_matmul(self, rhs: Var<'g>) -> Result<Var<'g>> {
+        let (a, b) = (self.shape(), rhs.shape());
+        let err = |detail: &str| Error::Shape {
+            op: "matmul",
+            detail: detail.into(),
+            lhs: a.clone(),
+            rhs: b.clone(),
+            location: Location::caller(),
+        };
+        if a.rank() < 2 || b.rank() < 2 {
+            return Err(err("both operands need rank >= 2"));
+        }
+        let (m, k) = (a.0[a.rank() - 2], a.0[a.rank() - 1]);
+        let (k2, n) = (b.0[b.rank() - 2], b.0[b.rank() - 1]);
+        if k != k2 {
+            return Err(err("inner dimensions differ"));
+        }
+        let batch_a = Shape(a.0[..a.rank() - 2].to_vec());
+        let batch_b = Shape(b.0[..b.rank() - 2].to_vec());
+        let batch = Shape::broadcast(&batch_a, &batch_b)
+            .ok_or_else(|| err("batch dimensions do not broadcast"))?;
+        // out[..., i, j] = Σ_k a[..., i, k, 1] · b[..., 1, k, j]: a product fused into
+        // the reduction over k, and every gradient is again of this form.
+        let with = |s: &Shape, tail: [usize; 3]| {
+            let mut d = s.0[..s.rank() - 2].to_vec();
+            d.extend(tail);
+            d
+        };
+        let a3 = self.reshape(with(&a, [m, k, 1]));
+        let b3 = rhs.reshape(with(&b, [1, k, n]));
+        let prod = a3 * b3;
+        let r = prod.shape().rank();
+        let mut out = batch.0;
+        out.extend([m, n]);
+        Ok(prod.sum_axes_keepdims(&[r - 2]).reshape(out))
+    }
+
+    /// Mean squared error between `self` and `target`.
+    #[track_caller]
+    pub fn mse(self, target: impl IntoVar<'g>) -> Var<'g> {
+        (self - target.into_var(self.graph)).square().mean()
+    }
+
+    /// `log(softmax(self))` along `axis`.
+    #[track_caller]
+    pub fn log_softmax(self, axis: isize) -> Var<'g> {
+        self - self.logsumexp_axes(&[axis], true).broadcast_to(self.shape())
+    }
+
+    /// Softmax along `axis`.
+    #[track_caller]
+    pub fn softmax(self, axis: isize) -> Var<'g> {
+        self.log_softmax(axis).exp()
+    }
+
+    /// Mean cross-entropy of logits `self` (`[batch, classes]`) against target
+    /// probabilities (for example one-hot rows) of the same shape.
+    #[track_caller]
+    pub fn cross_entropy(self, target: Var<'g>) -> Var<'g> {
+        let rows = self.shape().0.first().copied().unwrap_or(1).max(1);
+        -(target * self.log_softmax(-1)).sum() / rows as f64
+    }
+
+    /// Mean logistic loss `softplus(-t · self)` for labels `t` in {-1, +1}.
+    #[track_caller]
+    pub fn logistic_loss(self, labels: impl IntoVar<'g>) -> Var<'g> {
+        (-(self * labels.into_var(self.graph))).softplus().mean()
+    }
+}
+
+macro_rules! operator {
+    ($trait:ident $method:ident) => {
+        impl<'g> std::ops::$trait<Var<'g>> for Var<'g> {
+            type Output = Var<'g>;
+            #[track_caller]
+            fn $method(self, rhs: Var<'g>) -> Var<'g> {
+                Var::$method(self, rhs)
+            }
+        }
+        impl<'g> std::ops::$trait<f64> for Var<'g> {
+            type Output = Var<'g>;
+            #[track_caller]
+            fn $method(self, rhs: f64) -> Var<'g> {
+                Var::$method(self, rhs)
+            }
+        }
+        impl<'g> std::ops::$trait<Var<'g>> for f64 {
+            type Output = Var<'g>;
+            #[track_caller]
+            fn $method(self, rhs: Var<'g>) -> Var<'g> {
+                Var::$method(rhs.graph.constant(self), rhs)
+            }
+        }
+    };
+}
+operator!(Add add);
+operator!(Sub sub);
+operator!(Mul mul);
+operator!(Div div);
+
+impl<'g> std::ops::Neg for Var<'g> {
+    type Output = Var<'g>;
+    #[track_caller]
+    fn neg(self) -> Var<'g> {
+        Var::neg(self)
+    }
+}

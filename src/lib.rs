@@ -1,0 +1,37 @@
+//! # wgrad: gradients on any GPU
+//!
+//! Record a static graph of tensor operations once, differentiate it as a
+//! graph transform, compile forward and backward together into a few fused
+//! WGSL kernels, and run them many times through wgpu (Vulkan, Metal, DX12).
+//! A CPU reference backend evaluates the same graph in f64.
+//!
+//! ```
+//! use wgrad::{Device, Graph};
+//! let g = Graph::new();
+//! let (x, y, z) = (g.input("x", []), g.input("y", []), g.input("z", []));
+//! let f = (x + y) * y.max(z);
+//! let grads = g.grad(f, &[x, y, z]);
+//! let mut prog = g.compile(&Device::cpu(), &[f, grads[0], grads[1], grads[2]]).unwrap();
+//! let out = prog.run(&[("x", &[1.0]), ("y", &[2.0]), ("z", &[0.0])]).unwrap();
+//! assert_eq!(out, vec![vec![6.0], vec![2.0], vec![5.0], vec![0.0]]);
+//! ```
+//!
+//! Conventions: `max`/`min` (element-wise and reductions) split the gradient
+//! equally between tied arguments, as PyTorch and JAX do. (The backprop slide
+//! this project began from uses a strict indicator, which differs only at ties.)
+
+mod autodiff;
+pub mod backend;
+mod error;
+mod gradcheck;
+mod graph;
+pub mod ops;
+mod program;
+pub mod shape;
+
+pub use backend::wgpu::device::{GpuContext, GpuLimits, GpuOptions};
+pub use error::{Error, Result};
+pub use gradcheck::{gradcheck, GradCheck};
+pub use graph::{Graph, IntoVar, Node, NodeId, Var};
+pub use program::{Device, Program, Stats};
+pub use shape::Shape;

@@ -1,0 +1,449 @@
+//! The op table. Every op is a variant here, and this file alone says, for
+//! each, how its output shape follows from its inputs, how the CPU reference
+//! evaluates it, which WGSL expression computes it, and its vector-Jacobian
+//! product (written with the same ops, so gradients of gradients work).
+//!
+//! Element-wise ops take operands of one shape: broadcasting is an explicit
+//! [`Op::Broadcast`] node that the recording API inserts, and whose
+//! vector-Jacobian product (a sum over the broadcast axes) is the only place
+//! broadcasting is undone.
+
+use crate::graph::Var;
+use crate::shape::Shape;
+
+/// Ops of one operand, applied element by element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sign,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Recip,
+    Square,
+    Sin,
+    Cos,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Softplus,
+    /// `x^c` for a constant exponent `c`.
+    PowConst(f64),
+    /// The identity whose gradient is zero (`stop_gradient`).
+    Detach,
+}
+
+/// Ops of two operands of one shape, applied element by element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// At ties the gradient splits equally between the operands.
+    Max,
+    /// At ties the gradient splits equally between the operands.
+    Min,
+    Pow,
+    /// Comparisons give masks (1.0 where true, else 0.0) with no gradient.
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+/// Reductions over a set of axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    /// The gradient splits equally between tied maxima.
+    Max,
+    /// The gradient splits equally between tied minima.
+    Min,
+}
+
+/// One node's operation. The node's own shape completes the description
+/// (a reshape's or broadcast's target, a slice's or pad's length).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Data given to every run, by name.
+    Input(String),
+    /// A value that lives in the program between runs, by name.
+    Param(String),
+    /// A scalar constant.
+    Const(f64),
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `select(mask, a, b)`: `a` where `mask != 0`, else `b`.
+    Select,
+    /// Reduce over `axes`, keeping them as size-1 dimensions.
+    Reduce { op: ReduceOp, axes: Vec<usize> },
+    /// Same elements in the same order, another shape.
+    Reshape,
+    /// Output axis `k` is input axis `perm[k]`.
+    Permute(Vec<usize>),
+    /// Broadcast to the node's shape (right-aligned, NumPy rules).
+    Broadcast,
+    /// The node's length of elements along `axis`, from `start`.
+    Slice { axis: usize, start: usize },
+    /// Zeros around the input along `axis`: `before` in front, the rest behind.
+    Pad { axis: usize, before: usize },
+}
+
+impl UnaryOp {
+    /// The name used in errors and generated code comments.
+    pub fn name(self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Neg => "neg",
+            Abs => "abs",
+            Sign => "sign",
+            Exp => "exp",
+            Log => "log",
+            Sqrt => "sqrt",
+            Rsqrt => "rsqrt",
+            Recip => "recip",
+            Square => "square",
+            Sin => "sin",
+            Cos => "cos",
+            Tanh => "tanh",
+            Sigmoid => "sigmoid",
+            Relu => "relu",
+            Softplus => "softplus",
+            PowConst(_) => "pow",
+            Detach => "detach",
+        }
+    }
+
+    /// The CPU reference, in f64.
+    pub fn cpu(self, x: f64) -> f64 {
+        use UnaryOp::*;
+        match self {
+            Neg => -x,
+            Abs => x.abs(),
+            Sign => sign(x),
+            Exp => x.exp(),
+            Log => x.ln(),
+            Sqrt => x.sqrt(),
+            Rsqrt => 1.0 / x.sqrt(),
+            Recip => 1.0 / x,
+            Square => x * x,
+            Sin => x.sin(),
+            Cos => x.cos(),
+            Tanh => x.tanh(),
+            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Relu => x.max(0.0),
+            Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            PowConst(c) => x.powf(c),
+            Detach => x,
+        }
+    }
+
+    /// The WGSL expression of `x` (an f32 expression).
+    pub fn wgsl(self, x: &str) -> String {
+        use UnaryOp::*;
+        match self {
+            Neg => format!("-{x}"),
+            Abs => format!("abs({x})"),
+            Sign => format!("sign({x})"),
+            Exp => format!("exp({x})"),
+            Log => format!("log({x})"),
+            Sqrt => format!("sqrt({x})"),
+            Rsqrt => format!("inverseSqrt({x})"),
+            Recip => format!("1.0 / {x}"),
+            Square => format!("{x} * {x}"),
+            Sin => format!("sin({x})"),
+            Cos => format!("cos({x})"),
+            // Clamped: some drivers compute tanh as a ratio of exponentials
+            // that overflows to NaN; tanh(±15) is ±1 in f32 already.
+            Tanh => format!("tanh(clamp({x}, -15.0, 15.0))"),
+            Sigmoid => format!("1.0 / (1.0 + exp(-{x}))"),
+            Relu => format!("max({x}, 0.0)"),
+            Softplus => format!("max({x}, 0.0) + log(1.0 + exp(-abs({x})))"),
+            PowConst(c) => format!("wg_pow({x}, {})", f32_literal(c)),
+            Detach => x.to_string(),
+        }
+    }
+
+    /// The gradient reaching the operand `x`, given the gradient `g` of the
+    /// result `y`. `None`: no gradient flows (a constant function almost everywhere).
+    pub fn vjp<'g>(self, g: Var<'g>, x: Var<'g>, y: Var<'g>) -> Option<Var<'g>> {
+        use UnaryOp::*;
+        Some(match self {
+            Neg => -g,
+            Abs => g * x.sign(),
+            Sign | Detach => return None,
+            Exp => g * y,
+            Log => g / x,
+            Sqrt => g * 0.5 / y,
+            Rsqrt => g * -0.5 * y / x,
+            Recip => -g * y * y,
+            Square => g * 2.0 * x,
+            Sin => g * x.cos(),
+            Cos => -g * x.sin(),
+            Tanh => g * (1.0 - y.square()),
+            Sigmoid => g * y * (1.0 - y),
+            Relu => g * x.gt(0.0),
+            Softplus => g * x.sigmoid(),
+            PowConst(c) => g * c * x.powf(c - 1.0),
+        })
+    }
+}
+
+impl BinaryOp {
+    /// The name used in errors.
+    pub fn name(self) -> &'static str {
+        use BinaryOp::*;
+        match self {
+            Add => "add",
+            Sub => "sub",
+            Mul => "mul",
+            Div => "div",
+            Max => "max",
+            Min => "min",
+            Pow => "pow",
+            Lt => "lt",
+            Le => "le",
+            Gt => "gt",
+            Ge => "ge",
+            Eq => "eq",
+        }
+    }
+
+    /// The CPU reference, in f64.
+    pub fn cpu(self, a: f64, b: f64) -> f64 {
+        use BinaryOp::*;
+        let mask = |c: bool| if c { 1.0 } else { 0.0 };
+        match self {
+            Add => a + b,
+            Sub => a - b,
+            Mul => a * b,
+            Div => a / b,
+            Max => a.max(b),
+            Min => a.min(b),
+            Pow => a.powf(b),
+            Lt => mask(a < b),
+            Le => mask(a <= b),
+            Gt => mask(a > b),
+            Ge => mask(a >= b),
+            Eq => mask(a == b),
+        }
+    }
+
+    /// The WGSL expression of `a op b`.
+    pub fn wgsl(self, a: &str, b: &str) -> String {
+        use BinaryOp::*;
+        let mask = |c: &str| format!("select(0.0, 1.0, {a} {c} {b})");
+        match self {
+            Add => format!("{a} + {b}"),
+            Sub => format!("{a} - {b}"),
+            Mul => format!("{a} * {b}"),
+            Div => format!("{a} / {b}"),
+            Max => format!("max({a}, {b})"),
+            Min => format!("min({a}, {b})"),
+            Pow => format!("wg_pow({a}, {b})"),
+            Lt => mask("<"),
+            Le => mask("<="),
+            Gt => mask(">"),
+            Ge => mask(">="),
+            Eq => mask("=="),
+        }
+    }
+
+    /// The gradients reaching `a` and `b`, given the gradient `g` of `y = a op b`.
+    pub fn vjp<'g>(
+        self,
+        g: Var<'g>,
+        a: Var<'g>,
+        b: Var<'g>,
+        y: Var<'g>,
+    ) -> [Option<Var<'g>>; 2] {
+        use BinaryOp::*;
+        match self {
+            Add => [Some(g), Some(g)],
+            Sub => [Some(g), Some(-g)],
+            Mul => [Some(g * b), Some(g * a)],
+            Div => [Some(g / b), Some(-g * y / b)],
+            Max | Min => {
+                // 1 where `a` wins, 1/2 at a tie, 0 where `b` wins.
+                let wins = if self == Max { a.gt(b) } else { a.lt(b) };
+                let share = wins + 0.5 * a.eq(b);
+                [Some(g * share), Some(g * (1.0 - share))]
+            }
+            Pow => [Some(g * b * a.pow(b - 1.0)), Some(g * y * a.log())],
+            Lt | Le | Gt | Ge | Eq => [None, None],
+        }
+    }
+}
+
+impl ReduceOp {
+    /// The name used in errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+        }
+    }
+    /// The value of a reduction over nothing.
+    pub fn identity(self) -> f64 {
+        match self {
+            ReduceOp::Sum => 0.0,
+            ReduceOp::Max => f64::NEG_INFINITY,
+            ReduceOp::Min => f64::INFINITY,
+        }
+    }
+    /// Fold one more element into an accumulator, on the CPU.
+    pub fn cpu(self, acc: f64, x: f64) -> f64 {
+        match self {
+            ReduceOp::Sum => acc + x,
+            ReduceOp::Max => acc.max(x),
+            ReduceOp::Min => acc.min(x),
+        }
+    }
+    /// The WGSL expression folding `x` into `acc`.
+    pub fn wgsl(self, acc: &str, x: &str) -> String {
+        match self {
+            ReduceOp::Sum => format!("{acc} + {x}"),
+            ReduceOp::Max => format!("max({acc}, {x})"),
+            ReduceOp::Min => format!("min({acc}, {x})"),
+        }
+    }
+    /// The gradient reaching the operand `x` (shape `x`), given the gradient
+    /// `g` of the kept-dims result `y`.
+    pub fn vjp<'g>(self, g: Var<'g>, x: Var<'g>, y: Var<'g>, axes: &[usize]) -> Var<'g> {
+        let shape = x.shape();
+        match self {
+            ReduceOp::Sum => g.broadcast_to(&shape),
+            ReduceOp::Max | ReduceOp::Min => {
+                let hit = x.eq(y.broadcast_to(&shape));
+                let count = hit.sum_axes_keepdims(axes);
+                hit * (g / count).broadcast_to(&shape)
+            }
+        }
+    }
+}
+
+impl Op {
+    /// The op's name, for errors and generated code.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input(_) => "input",
+            Op::Param(_) => "param",
+            Op::Const(_) => "constant",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Select => "select",
+            Op::Reduce { op, .. } => op.name(),
+            Op::Reshape => "reshape",
+            Op::Permute(_) => "permute",
+            Op::Broadcast => "broadcast_to",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+        }
+    }
+
+    /// The gradients reaching each operand, given the gradient `g` of the
+    /// node's value `y`; `None` where no gradient flows. Only operands with
+    /// `needed[k]` set are differentiated.
+    pub fn vjp<'g>(
+        &self,
+        g: Var<'g>,
+        inputs: &[Var<'g>],
+        y: Var<'g>,
+        needed: &[bool],
+    ) -> Vec<Option<Var<'g>>> {
+        let x = inputs.first().copied();
+        let x_shape = || x.expect("op has an operand").shape();
+        match self {
+            Op::Input(_) | Op::Param(_) | Op::Const(_) => vec![],
+            Op::Unary(u) => vec![u.vjp(g, inputs[0], y)],
+            Op::Binary(b) => {
+                let [ga, gb] = b.vjp(g, inputs[0], inputs[1], y);
+                vec![ga.filter(|_| needed[0]), gb.filter(|_| needed[1])]
+            }
+            Op::Select => {
+                let (mask, zero) = (inputs[0], g.graph().constant(0.0));
+                vec![
+                    None,
+                    needed[1].then(|| mask.select(g, zero)),
+                    needed[2].then(|| mask.select(zero, g)),
+                ]
+            }
+            Op::Reduce { op, axes } => vec![Some(op.vjp(g, inputs[0], y, axes))],
+            Op::Reshape => vec![Some(g.reshape(x_shape()))],
+            Op::Permute(perm) => {
+                let mut inverse = vec![0; perm.len()];
+                for (k, &p) in perm.iter().enumerate() {
+                    inverse[p] = k;
+                }
+                vec![Some(g.permute(&inverse))]
+            }
+            Op::Broadcast => {
+                // Sum over the axes that broadcasting created or stretched.
+                let (from, to) = (x_shape(), y.shape());
+                let shift = to.rank() - from.rank();
+                let axes: Vec<usize> = (0..to.rank())
+                    .filter(|&k| k < shift || (from.0[k - shift] == 1 && to.0[k] != 1))
+                    .collect();
+                vec![Some(g.sum_axes_keepdims(&axes).reshape(from))]
+            }
+            Op::Slice { axis, start } => {
+                let (len, full) = (y.shape().0[*axis], x_shape().0[*axis]);
+                vec![Some(g.pad(*axis as isize, *start, full - start - len))]
+            }
+            Op::Pad { axis, before } => {
+                let len = x_shape().0[*axis];
+                vec![Some(g.slice(*axis as isize, *before, before + len))]
+            }
+        }
+    }
+}
+
+/// The shape of a reduction's kept-dims result.
+pub fn reduced_shape(input: &Shape, axes: &[usize]) -> Shape {
+    Shape(
+        (0..input.rank())
+            .map(|k| if axes.contains(&k) { 1 } else { input.0[k] })
+            .collect(),
+    )
+}
+
+fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        x // keeps 0, -0 and NaN, as WGSL's sign does for zeros
+    }
+}
+
+/// An f32 literal for WGSL: always with a decimal point or exponent, and a
+/// bit pattern for infinities and NaN (WGSL has no literal for them).
+pub fn f32_literal(x: f64) -> String {
+    let v = x as f32;
+    if v.is_finite() {
+        format!("{v:?}")
+    } else {
+        format!("bitcast<f32>({}u)", v.to_bits())
+    }
+}
+
+/// WGSL helpers that op expressions may call; every generated shader starts with them.
+pub const WGSL_PRELUDE: &str = "\
+// x^y with the CPU reference's conventions: x^0 = 1, and a negative base is
+// allowed when the exponent is an integer (WGSL's pow leaves both undefined).
+fn wg_pow(x: f32, y: f32) -> f32 {
+    if (y == 0.0) { return 1.0; }
+    let m = exp2(y * log2(abs(x)));
+    if (x < 0.0) {
+        if (fract(y) != 0.0) { return bitcast<f32>(0x7fc00000u); }
+        if (fract(y * 0.5) != 0.0) { return -m; }
+    }
+    return m;
+}
+";

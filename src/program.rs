@@ -1,0 +1,430 @@
+//! Devices, compiling a graph for one, and running the result many times.
+
+use crate::backend::cpu;
+use crate::backend::wgpu::device::{GpuContext, GpuOptions};
+use crate::backend::wgpu::program::GpuProgram;
+use crate::backend::wgpu::schedule::{self, Request};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node, NodeId, Var};
+use crate::ops::Op;
+use crate::shape::Shape;
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::Arc;
+
+/// Where a program runs.
+#[derive(Clone, Debug)]
+pub enum Device {
+    /// The reference interpreter: f64 arithmetic on the CPU.
+    Cpu,
+    /// A GPU through wgpu (Vulkan, Metal or DX12), or a software Vulkan such as lavapipe.
+    Gpu(Arc<GpuContext>),
+}
+
+impl Device {
+    /// The CPU reference backend.
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// The best GPU adapter (see [`GpuContext::open`]), or an error saying what was tried.
+    pub fn gpu() -> Result<Device> {
+        Device::gpu_with(&GpuOptions::default())
+    }
+
+    /// A GPU, planning against limits no larger than `options` gives.
+    pub fn gpu_with(options: &GpuOptions) -> Result<Device> {
+        Ok(Device::Gpu(GpuContext::open(options)?))
+    }
+
+    /// A GPU if there is one, else the CPU reference; logs why.
+    pub fn auto() -> Device {
+        match Device::gpu() {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("wgrad: no GPU ({e}); using the CPU backend");
+                Device::Cpu
+            }
+        }
+    }
+
+    /// What this device is, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu => "CPU reference backend (f64)".to_string(),
+            Device::Gpu(ctx) => ctx.describe(),
+        }
+    }
+
+    /// Whether this is a GPU device (software Vulkan included).
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+}
+
+/// What one run of a program costs, from the program's own plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Compute dispatches per run (0 on the CPU).
+    pub dispatches: usize,
+    /// Bytes the kernels read per run (each bound buffer counted once per kernel).
+    pub bytes_read: u64,
+    /// Bytes the kernels write per run.
+    pub bytes_written: u64,
+    /// Bytes of device memory the program holds.
+    pub bytes_held: u64,
+}
+
+enum Exec {
+    Cpu { params: Vec<Option<Vec<f64>>> },
+    Gpu(Box<GpuProgram>),
+}
+
+/// A graph compiled for a device: run it many times with new inputs.
+/// Parameters stay in the program (on the GPU) between runs.
+pub struct Program {
+    nodes: Vec<Node>,
+    outputs: Vec<NodeId>,
+    updates: Vec<(NodeId, NodeId)>,
+    inputs: Vec<NodeId>,
+    params: Vec<NodeId>,
+    /// Which parameters the computation reads (and so must be set).
+    params_read: Vec<bool>,
+    exec: Exec,
+    device: Device,
+}
+
+impl Graph {
+    /// Compile the graph to compute `outputs` on `device`.
+    #[track_caller]
+    pub fn compile(&self, device: &Device, outputs: &[Var<'_>]) -> Result<Program> {
+        self.compile_with_updates(device, outputs, &[])
+    }
+
+    /// Compile the graph to compute `outputs` and, after every run, replace
+    /// each parameter `p` of `updates` by its value `v` (computed from the
+    /// parameters' values before the run). On the GPU the update is fused
+    /// with the computation that feeds it and never leaves the device.
+    #[track_caller]
+    pub fn compile_with_updates(
+        &self,
+        device: &Device,
+        outputs: &[Var<'_>],
+        updates: &[(Var<'_>, Var<'_>)],
+    ) -> Result<Program> {
+        let location = Location::caller();
+        let nodes: Vec<Node> = self.nodes().clone();
+        let outputs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
+        let mut update_ids = Vec::new();
+        for (p, v) in updates {
+            if !matches!(nodes[p.id().index()].op, Op::Param(_)) {
+                return Err(Error::Graph {
+                    detail: format!("only parameters can be updated; %{} is a {}", p.id().index(), nodes[p.id().index()].op.name()),
+                    location,
+                });
+            }
+            if p.shape() != v.shape() {
+                return Err(Error::Shape {
+                    op: "update",
+                    detail: "a parameter's update must keep its shape".into(),
+                    lhs: p.shape(),
+                    rhs: v.shape(),
+                    location,
+                });
+            }
+            if update_ids.iter().any(|&(q, _)| q == p.id()) {
+                return Err(Error::Graph {
+                    detail: format!("parameter %{} is updated twice", p.id().index()),
+                    location,
+                });
+            }
+            update_ids.push((p.id(), v.id()));
+        }
+        let mut roots = outputs.clone();
+        roots.extend(update_ids.iter().map(|u| u.1));
+        let live = cpu::live_nodes(&nodes, &roots);
+        let inputs: Vec<NodeId> = live
+            .iter()
+            .map(|&i| NodeId(i as u32))
+            .filter(|id| matches!(nodes[id.index()].op, Op::Input(_)))
+            .collect();
+        let mut params: Vec<NodeId> = live
+            .iter()
+            .map(|&i| NodeId(i as u32))
+            .filter(|id| matches!(nodes[id.index()].op, Op::Param(_)))
+            .collect();
+        let params_read = vec![true; params.len()];
+        let mut params_read = params_read;
+        for &(p, _) in &update_ids {
+            if !params.contains(&p) {
+                params.push(p);
+                params_read.push(false);
+            }
+        }
+        let exec = match device {
+            Device::Cpu => Exec::Cpu {
+                params: vec![None; params.len()],
+            },
+            Device::Gpu(ctx) => {
+                let plan = schedule::plan(
+                    &Request {
+                        nodes: &nodes,
+                        outputs: &outputs,
+                        updates: &update_ids,
+                        inputs: &inputs,
+                        params: &params,
+                    },
+                    &ctx.limits,
+                )?;
+                Exec::Gpu(Box::new(GpuProgram::new(
+                    ctx.clone(),
+                    plan,
+                    outputs.clone(),
+                    !update_ids.is_empty(),
+                )?))
+            }
+        };
+        Ok(Program {
+            nodes,
+            outputs,
+            updates: update_ids,
+            inputs,
+            params,
+            params_read,
+            exec,
+            device: device.clone(),
+        })
+    }
+
+    /// Evaluate `outputs` on the CPU reference in f64; `feeds` gives every
+    /// input and parameter they depend on, by name.
+    pub fn eval_f64(&self, outputs: &[Var<'_>], feeds: &[(&str, &[f64])]) -> Result<Vec<Vec<f64>>> {
+        let nodes = self.nodes();
+        let outs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
+        let leaves: Vec<NodeId> = cpu::live_nodes(&nodes, &outs)
+            .into_iter()
+            .map(|i| NodeId(i as u32))
+            .filter(|id| matches!(nodes[id.index()].op, Op::Input(_) | Op::Param(_)))
+            .collect();
+        let data = match_feeds(&nodes, &leaves, feeds)?;
+        let values = leaves
+            .iter()
+            .zip(data)
+            .map(|(&id, d)| (id, d.to_vec()))
+            .collect();
+        Ok(cpu::evaluate(&nodes, &outs, &values))
+    }
+
+    /// The WGSL kernels this graph compiles to for `outputs`, planned for
+    /// WebGPU's default limits and validated with naga; no GPU needed.
+    pub fn wgsl(&self, outputs: &[Var<'_>]) -> Result<Vec<String>> {
+        let nodes = self.nodes().clone();
+        let outs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
+        let live = cpu::live_nodes(&nodes, &outs);
+        let leaves = |pick: fn(&Op) -> bool| -> Vec<NodeId> {
+            live.iter()
+                .map(|&i| NodeId(i as u32))
+                .filter(|id| pick(&nodes[id.index()].op))
+                .collect()
+        };
+        let inputs = leaves(|op| matches!(op, Op::Input(_)));
+        let params = leaves(|op| matches!(op, Op::Param(_)));
+        let plan = schedule::plan(
+            &Request {
+                nodes: &nodes,
+                outputs: &outs,
+                updates: &[],
+                inputs: &inputs,
+                params: &params,
+            },
+            &Default::default(),
+        )?;
+        Ok(plan.kernels.into_iter().map(|k| k.wgsl).collect())
+    }
+}
+
+/// Order the fed data by `leaves`, checking names and lengths.
+fn match_feeds<'a, T>(nodes: &[Node], leaves: &[NodeId], feeds: &[(&str, &'a [T])]) -> Result<Vec<&'a [T]>> {
+    let name_of = |id: NodeId| match &nodes[id.index()].op {
+        Op::Input(n) | Op::Param(n) => n.as_str(),
+        _ => unreachable!("leaves are named"),
+    };
+    for (name, _) in feeds {
+        if !leaves.iter().any(|&l| name_of(l) == *name) {
+            let known: Vec<&str> = leaves.iter().map(|&l| name_of(l)).collect();
+            return Err(Error::UnknownInput {
+                name: name.to_string(),
+                known: known.join(", "),
+            });
+        }
+    }
+    leaves
+        .iter()
+        .map(|&l| {
+            let shape = &nodes[l.index()].shape;
+            let data = feeds
+                .iter()
+                .find(|(n, _)| *n == name_of(l))
+                .ok_or_else(|| Error::MissingInput {
+                    name: name_of(l).to_string(),
+                    shape: shape.clone(),
+                    expected: shape.numel(),
+                })?
+                .1;
+            check_len(name_of(l), shape, data.len())?;
+            Ok(data)
+        })
+        .collect()
+}
+
+fn check_len(name: &str, shape: &Shape, got: usize) -> Result<()> {
+    if got != shape.numel() {
+        return Err(Error::WrongLength {
+            name: name.to_string(),
+            shape: shape.clone(),
+            expected: shape.numel(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+impl Program {
+    /// Run once and read back every output, in the order given to `compile`.
+    pub fn run(&mut self, inputs: &[(&str, &[f32])]) -> Result<Vec<Vec<f32>>> {
+        self.execute(inputs, true)
+    }
+
+    /// Run once without reading anything back (parameters are still updated).
+    /// On the GPU this only submits the work; a later `run` or `param` waits for it.
+    pub fn step(&mut self, inputs: &[(&str, &[f32])]) -> Result<()> {
+        self.execute(inputs, false).map(|_| ())
+    }
+
+    /// Block until all submitted work has finished (a no-op on the CPU).
+    pub fn wait(&self) -> Result<()> {
+        match &self.exec {
+            Exec::Cpu { .. } => Ok(()),
+            Exec::Gpu(g) => g.wait(),
+        }
+    }
+
+    fn execute(&mut self, inputs: &[(&str, &[f32])], read_back: bool) -> Result<Vec<Vec<f32>>> {
+        let data = match_feeds(&self.nodes, &self.inputs, inputs)?;
+        let missing = |k: usize| {
+            let n = &self.nodes[self.params[k].index()];
+            Error::UnsetParam {
+                name: n.op_name_string(),
+                shape: n.shape.clone(),
+            }
+        };
+        match &mut self.exec {
+            Exec::Cpu { params } => {
+                let mut leaves: HashMap<NodeId, Vec<f64>> = HashMap::new();
+                for (&id, d) in self.inputs.iter().zip(&data) {
+                    leaves.insert(id, d.iter().map(|&x| x as f64).collect());
+                }
+                for (k, &id) in self.params.iter().enumerate() {
+                    match &params[k] {
+                        Some(v) => {
+                            leaves.insert(id, v.clone());
+                        }
+                        None if self.params_read[k] => return Err(missing(k)),
+                        None => {}
+                    }
+                }
+                let mut roots = self.outputs.clone();
+                roots.extend(self.updates.iter().map(|u| u.1));
+                let mut values = cpu::evaluate(&self.nodes, &roots, &leaves);
+                let updated = values.split_off(self.outputs.len());
+                for ((p, _), v) in self.updates.iter().zip(updated) {
+                    let k = self.params.iter().position(|q| q == p).expect("listed");
+                    params[k] = Some(v);
+                }
+                Ok(if read_back {
+                    values.into_iter().map(|v| v.into_iter().map(|x| x as f32).collect()).collect()
+                } else {
+                    Vec::new()
+                })
+            }
+            Exec::Gpu(g) => g.run(&data, read_back),
+        }
+    }
+
+    /// Set parameter `name` (row-major data).
+    pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<()> {
+        let k = self.param_index(name)?;
+        let shape = &self.nodes[self.params[k].index()].shape;
+        check_len(name, shape, data.len())?;
+        match &mut self.exec {
+            Exec::Cpu { params } => params[k] = Some(data.iter().map(|&x| x as f64).collect()),
+            Exec::Gpu(g) => g.set_param(k, data),
+        }
+        Ok(())
+    }
+
+    /// Read parameter `name` back (waits for submitted work).
+    pub fn param(&self, name: &str) -> Result<Vec<f32>> {
+        let k = self.param_index(name)?;
+        match &self.exec {
+            Exec::Cpu { params } => params[k]
+                .as_ref()
+                .map(|v| v.iter().map(|&x| x as f32).collect())
+                .ok_or_else(|| Error::UnsetParam {
+                    name: name.to_string(),
+                    shape: self.nodes[self.params[k].index()].shape.clone(),
+                }),
+            Exec::Gpu(g) => {
+                let mut v = g.param(k)?;
+                v.truncate(self.nodes[self.params[k].index()].shape.numel());
+                Ok(v)
+            }
+        }
+    }
+
+    fn param_index(&self, name: &str) -> Result<usize> {
+        self.params
+            .iter()
+            .position(|p| self.nodes[p.index()].op == Op::Param(name.to_string()))
+            .ok_or_else(|| Error::UnknownParam {
+                name: name.to_string(),
+                known: self
+                    .params
+                    .iter()
+                    .map(|p| self.nodes[p.index()].op_name_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// What one run costs.
+    pub fn stats(&self) -> Stats {
+        match &self.exec {
+            Exec::Cpu { .. } => Stats::default(),
+            Exec::Gpu(g) => g.stats(),
+        }
+    }
+
+    /// The device the program runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The generated WGSL of each kernel, in dispatch order (empty on the CPU).
+    pub fn kernels_wgsl(&self) -> Vec<String> {
+        match &self.exec {
+            Exec::Cpu { .. } => Vec::new(),
+            Exec::Gpu(g) => g.kernels_wgsl(),
+        }
+    }
+}
+
+impl Node {
+    /// The name of an input or parameter node.
+    pub(crate) fn op_name_string(&self) -> String {
+        match &self.op {
+            Op::Input(n) | Op::Param(n) => n.clone(),
+            op => op.name().to_string(),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Shapes, row-major strides, NumPy broadcasting, and the index maps of the
+//! layout ops (broadcast, permute, slice, pad). The CPU backend applies these
+//! maps directly; the WGSL code generator emits the same arithmetic.
+
+use std::fmt;
+
+/// The dimensions of a tensor, outermost first (row-major). `[]` is a scalar.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Shape(pub Vec<usize>);
+
+impl Shape {
+    /// The shape of a scalar.
+    pub fn scalar() -> Shape {
+        Shape(Vec::new())
+    }
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+    /// Number of elements (1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.0.iter().product()
+    }
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        &self.0
+    }
+    /// Row-major strides, in elements.
+    pub fn strides(&self) -> Vec<usize> {
+        let mut s = vec![1; self.rank()];
+        for k in (0..self.rank().saturating_sub(1)).rev() {
+            s[k] = s[k + 1] * self.0[k + 1];
+        }
+        s
+    }
+    /// The shape both `a` and `b` broadcast to under NumPy's rules, if any.
+    pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+        let r = a.rank().max(b.rank());
+        let mut out = vec![0; r];
+        for (k, o) in out.iter_mut().enumerate() {
+            let da = dim_from_right(a, r - 1 - k);
+            let db = dim_from_right(b, r - 1 - k);
+            *o = match (da, db) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => return None,
+            };
+        }
+        Some(Shape(out))
+    }
+    /// Whether `self` can be broadcast to `target` (right-aligned, size-1 or equal dims).
+    pub fn broadcasts_to(&self, target: &Shape) -> bool {
+        self.rank() <= target.rank()
+            && (0..self.rank()).all(|k| {
+                let d = dim_from_right(self, k);
+                d == 1 || d == dim_from_right(target, k)
+            })
+    }
+}
+
+/// The k-th dimension counted from the right, 1 past the rank.
+fn dim_from_right(s: &Shape, k: usize) -> usize {
+    if k < s.rank() {
+        s.0[s.rank() - 1 - k]
+    } else {
+        1
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(d: &[usize]) -> Shape {
+        Shape(d.to_vec())
+    }
+}
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(d: [usize; N]) -> Shape {
+        Shape(d.to_vec())
+    }
+}
+impl<const N: usize> From<&[usize; N]> for Shape {
+    fn from(d: &[usize; N]) -> Shape {
+        Shape(d.to_vec())
+    }
+}
+impl From<Vec<usize>> for Shape {
+    fn from(d: Vec<usize>) -> Shape {
+        Shape(d)
+    }
+}
+impl From<&Shape> for Shape {
+    fn from(s: &Shape) -> Shape {
+        s.clone()
+    }
+}
+
+/// How an output element of a layout op finds its source element: for each
+/// output axis, the source stride it contributes (0 where broadcast), plus a
+/// constant offset. Broadcast, permute and slice are all of this form; pad is
+/// a slice whose source exists only on part of the axis (see [`pad_source`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StridedMap {
+    /// The output's dimensions.
+    pub out_dims: Vec<usize>,
+    /// Source stride for each output axis.
+    pub src_strides: Vec<usize>,
+    /// Source offset of output element 0.
+    pub offset: usize,
+}
+
+impl StridedMap {
+    /// `input` broadcast (right-aligned) to `out`.
+    pub fn broadcast(input: &Shape, out: &Shape) -> StridedMap {
+        let ins = input.strides();
+        let shift = out.rank() - input.rank();
+        let src_strides = (0..out.rank())
+            .map(|k| {
+                if k < shift || input.0[k - shift] == 1 {
+                    0
+                } else {
+                    ins[k - shift]
+                }
+            })
+            .collect();
+        StridedMap {
+            out_dims: out.0.clone(),
+            src_strides,
+            offset: 0,
+        }
+    }
+    /// Output axis `k` is input axis `perm[k]`.
+    pub fn permute(input: &Shape, perm: &[usize]) -> StridedMap {
+        let ins = input.strides();
+        StridedMap {
+            out_dims: perm.iter().map(|&p| input.0[p]).collect(),
+            src_strides: perm.iter().map(|&p| ins[p]).collect(),
+            offset: 0,
+        }
+    }
+    /// `len` elements from `start` along `axis`.
+    pub fn slice(input: &Shape, axis: usize, start: usize, len: usize) -> StridedMap {
+        let ins = input.strides();
+        let mut out_dims = input.0.clone();
+        out_dims[axis] = len;
+        StridedMap {
+            out_dims,
+            src_strides: ins.clone(),
+            offset: start * ins[axis],
+        }
+    }
+    /// The source index of output element `i`.
+    pub fn source(&self, mut i: usize) -> usize {
+        let mut src = self.offset;
+        for k in (0..self.out_dims.len()).rev() {
+            let d = self.out_dims[k];
+            src += (i % d) * self.src_strides[k];
+            i /= d;
+        }
+        src
+    }
+    /// Whether the map is the identity (the output reads the source in order).
+    pub fn is_identity(&self) -> bool {
+        self.offset == 0 && self.src_strides == Shape(self.out_dims.clone()).strides()
+    }
+}
+
+/// Pad along `axis` with `before` zeros in front; the output's `axis` has
+/// length `out_len`. Returns the source index of output element `i`, or `None`
+/// where the output is padding.
+pub fn pad_source(
+    input: &Shape,
+    axis: usize,
+    before: usize,
+    out_len: usize,
+    i: usize,
+) -> Option<usize> {
+    let inner: usize = input.0[axis + 1..].iter().product();
+    let outer = i / (out_len * inner);
+    let a = (i / inner) % out_len;
+    let r = i % inner;
+    let len = input.0[axis];
+    (a >= before && a < before + len)
+        .then(|| (outer * len + (a - before)) * inner + r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        let b = |a: &[usize], c: &[usize]| Shape::broadcast(&Shape::from(a), &Shape::from(c));
+        assert_eq!(b(&[3, 1], &[4]), Some(Shape::from([3, 4])));
+        assert_eq!(b(&[], &[2, 5]), Some(Shape::from([2, 5])));
+        assert_eq!(b(&[2, 3], &[3, 2]), None);
+        assert!(Shape::from([1, 3]).broadcasts_to(&Shape::from([4, 2, 3])));
+        assert!(!Shape::from([2, 3]).broadcasts_to(&Shape::from([3, 3])));
+    }
+
+    #[test]
+    fn strided_maps_find_sources() {
+        // [[0,1,2],[3,4,5]] transposed: out[1][0] = in[0][1] = 1.
+        let m = StridedMap::permute(&Shape::from([2, 3]), &[1, 0]);
+        assert_eq!((0..6).map(|i| m.source(i)).collect::<Vec<_>>(), [0, 3, 1, 4, 2, 5]);
+        let s = StridedMap::slice(&Shape::from([2, 3]), 1, 1, 2);
+        assert_eq!((0..4).map(|i| s.source(i)).collect::<Vec<_>>(), [1, 2, 4, 5]);
+        let b = StridedMap::broadcast(&Shape::from([3, 1]), &Shape::from([2, 3, 2]));
+        assert_eq!((0..4).map(|i| b.source(i)).collect::<Vec<_>>(), [0, 0, 1, 1]);
+        let p: Vec<_> = (0..4).map(|i| pad_source(&Shape::from([2]), 0, 1, 4, i)).collect();
+        assert_eq!(p, [None, Some(0), Some(1), None]);
+    }
+}
