@@ -7,7 +7,7 @@
 // Every thread folds a fixed, strided set of elements and the tree has a
 // fixed shape, so the same inputs give the same bits on every run.
 //
-// The code generator fills in the {{…}} holes: BASE is the first source
+// The code generator fills in the holes in double braces: BASE is the first source
 // index of output `o`, OFFSET the source offset of element `r`,
 // BODY the statements computing VALUE at source index `idx` (an element-wise
 // expression fused into the reduction, and any element-wise outputs of the

@@ -28,8 +28,10 @@ pub fn gradcheck(
 ) -> Result<GradCheck> {
     let grads = graph.try_grad(loss, wrt)?;
     let analytic = graph.eval_f64(&grads, feeds)?;
-    let mut owned: Vec<(String, Vec<f64>)> =
-        feeds.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect();
+    let mut owned: Vec<(String, Vec<f64>)> = feeds
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.to_vec()))
+        .collect();
     let mut worst = GradCheck {
         worst_error: 0.0,
         worst_at: (0, 0),
@@ -42,17 +44,18 @@ pub fn gradcheck(
             .iter()
             .position(|(n, _)| *n == name)
             .expect("every variable of `wrt` is fed");
-        for e in 0..var.numel() {
+        for (e, &a) in analytic[w].iter().enumerate() {
             let x0 = owned[slot].1[e];
             let mut at = |x: f64| -> Result<f64> {
                 owned[slot].1[e] = x;
-                let view: Vec<(&str, &[f64])> =
-                    owned.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+                let view: Vec<(&str, &[f64])> = owned
+                    .iter()
+                    .map(|(n, d)| (n.as_str(), d.as_slice()))
+                    .collect();
                 Ok(graph.eval_f64(&[loss], &view)?[0][0])
             };
             let numeric = (at(x0 + h)? - at(x0 - h)?) / (2.0 * h);
             owned[slot].1[e] = x0;
-            let a = analytic[w][e];
             let err = (a - numeric).abs() / numeric.abs().max(1.0);
             if err > worst.worst_error || err.is_nan() {
                 worst = GradCheck {

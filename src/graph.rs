@@ -81,7 +81,8 @@ impl Graph {
     /// A named input: data given to every run. Panics if the name is taken.
     #[track_caller]
     pub fn input(&self, name: &str, shape: impl Into<Shape>) -> Var<'_> {
-        self.try_input(name, shape).unwrap_or_else(|e| panic!("{e}"))
+        self.try_input(name, shape)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A named input, or an error if the name is taken.
@@ -95,7 +96,8 @@ impl Graph {
     /// updates. Panics if the name is taken.
     #[track_caller]
     pub fn param(&self, name: &str, shape: impl Into<Shape>) -> Var<'_> {
-        self.try_param(name, shape).unwrap_or_else(|e| panic!("{e}"))
+        self.try_param(name, shape)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A named parameter, or an error if the name is taken.
@@ -106,6 +108,7 @@ impl Graph {
 
     #[track_caller]
     fn leaf(&self, op: Op, name: &str, shape: Shape) -> Result<Var<'_>> {
+        let location = Location::caller();
         let taken = self.nodes.borrow().iter().any(|n| match &n.op {
             Op::Input(m) | Op::Param(m) => m == name,
             _ => false,
@@ -113,7 +116,7 @@ impl Graph {
         if taken {
             return Err(Error::DuplicateName {
                 name: name.to_string(),
-                location: Location::caller(),
+                location,
             });
         }
         Ok(self.push(op, vec![], shape))
@@ -290,6 +293,7 @@ impl<'g> Var<'g> {
     /// A binary op after broadcasting both operands to a common shape.
     #[track_caller]
     pub fn try_binary(self, op: BinaryOp, rhs: impl IntoVar<'g>) -> Result<Var<'g>> {
+        let location = Location::caller();
         let rhs = rhs.into_var(self.graph);
         let (a, b) = (self.shape(), rhs.shape());
         let out = Shape::broadcast(&a, &b).ok_or_else(|| Error::Shape {
@@ -297,7 +301,7 @@ impl<'g> Var<'g> {
             detail: "operands do not broadcast".into(),
             lhs: a.clone(),
             rhs: b.clone(),
-            location: Location::caller(),
+            location,
         })?;
         let (x, y) = (self.broadcast_to(&out), rhs.broadcast_to(&out));
         Ok(self.graph.push(Op::Binary(op), vec![x.id, y.id], out))
@@ -313,15 +317,17 @@ impl<'g> Var<'g> {
     /// `select`, or an error if the shapes do not broadcast.
     #[track_caller]
     pub fn try_select(self, a: impl IntoVar<'g>, b: impl IntoVar<'g>) -> Result<Var<'g>> {
+        let location = Location::caller();
         let (a, b) = (a.into_var(self.graph), b.into_var(self.graph));
         let err = |l: Shape, r: Shape| Error::Shape {
             op: "select",
             detail: "operands do not broadcast".into(),
             lhs: l,
             rhs: r,
-            location: Location::caller(),
+            location,
         };
-        let ab = Shape::broadcast(&a.shape(), &b.shape()).ok_or_else(|| err(a.shape(), b.shape()))?;
+        let ab =
+            Shape::broadcast(&a.shape(), &b.shape()).ok_or_else(|| err(a.shape(), b.shape()))?;
         let out = Shape::broadcast(&self.shape(), &ab).ok_or_else(|| err(self.shape(), ab))?;
         let ids = [self, a, b].map(|v| v.broadcast_to(&out).id).to_vec();
         Ok(self.graph.push(Op::Select, ids, out))
@@ -332,12 +338,14 @@ impl<'g> Var<'g> {
     /// Broadcast to `shape` by NumPy's rules (a no-op if the shape is already that).
     #[track_caller]
     pub fn broadcast_to(self, shape: impl Into<Shape>) -> Var<'g> {
-        self.try_broadcast_to(shape).unwrap_or_else(|e| panic!("{e}"))
+        self.try_broadcast_to(shape)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `broadcast_to`, or an error if the shape does not broadcast.
     #[track_caller]
     pub fn try_broadcast_to(self, shape: impl Into<Shape>) -> Result<Var<'g>> {
+        let location = Location::caller();
         let (from, to) = (self.shape(), shape.into());
         if from == to {
             return Ok(self);
@@ -348,7 +356,7 @@ impl<'g> Var<'g> {
                 detail: "cannot broadcast".into(),
                 lhs: from,
                 rhs: to,
-                location: Location::caller(),
+                location,
             });
         }
         Ok(self.graph.push(Op::Broadcast, vec![self.id], to))
@@ -363,6 +371,7 @@ impl<'g> Var<'g> {
     /// `reshape`, or an error if the sizes differ.
     #[track_caller]
     pub fn try_reshape(self, shape: impl Into<Shape>) -> Result<Var<'g>> {
+        let location = Location::caller();
         let (from, to) = (self.shape(), shape.into());
         if from == to {
             return Ok(self);
@@ -373,7 +382,7 @@ impl<'g> Var<'g> {
                 detail: "element counts differ".into(),
                 lhs: from,
                 rhs: to,
-                location: Location::caller(),
+                location,
             });
         }
         Ok(self.graph.push(Op::Reshape, vec![self.id], to))
@@ -388,6 +397,7 @@ impl<'g> Var<'g> {
     /// `permute`, or an error if `perm` is not a permutation of the axes.
     #[track_caller]
     pub fn try_permute(self, perm: &[usize]) -> Result<Var<'g>> {
+        let location = Location::caller();
         let shape = self.shape();
         let mut seen = vec![false; shape.rank()];
         let ok = perm.len() == shape.rank()
@@ -398,7 +408,7 @@ impl<'g> Var<'g> {
             return Err(Error::Argument {
                 op: "permute",
                 detail: format!("{perm:?} is not a permutation of the axes of shape {shape}"),
-                location: Location::caller(),
+                location,
             });
         }
         if perm.iter().enumerate().all(|(k, &p)| k == p) {
@@ -413,11 +423,12 @@ impl<'g> Var<'g> {
     /// Swap the last two axes (a matrix transpose, batched).
     #[track_caller]
     pub fn transpose(self) -> Var<'g> {
+        let location = Location::caller();
         let r = self.shape().rank();
         assert!(
             r >= 2,
             "{}: transpose needs rank >= 2, got shape {}",
-            Location::caller(),
+            location,
             self.shape()
         );
         let mut perm: Vec<usize> = (0..r).collect();
@@ -435,15 +446,14 @@ impl<'g> Var<'g> {
     /// `slice`, or an error for a bad axis or range.
     #[track_caller]
     pub fn try_slice(self, axis: isize, start: usize, end: usize) -> Result<Var<'g>> {
+        let location = Location::caller();
         let mut shape = self.shape();
         let axis = self.axis("slice", axis)?;
         if start > end || end > shape.0[axis] {
             return Err(Error::Argument {
                 op: "slice",
-                detail: format!(
-                    "range {start}..{end} is outside axis {axis} of shape {shape}"
-                ),
-                location: Location::caller(),
+                detail: format!("range {start}..{end} is outside axis {axis} of shape {shape}"),
+                location,
             });
         }
         if start == 0 && end == shape.0[axis] {
@@ -485,25 +495,25 @@ impl<'g> Var<'g> {
     /// `concat`, or an error if the shapes do not fit.
     #[track_caller]
     pub fn try_concat(parts: &[Var<'g>], axis: isize) -> Result<Var<'g>> {
+        let location = Location::caller();
         let first = *parts.first().ok_or_else(|| Error::Argument {
             op: "concat",
             detail: "nothing to concatenate".into(),
-            location: Location::caller(),
+            location,
         })?;
         let ax = first.axis("concat", axis)?;
         let s0 = first.shape();
         let mut total = 0;
         for p in parts {
             let s = p.shape();
-            let fits = s.rank() == s0.rank()
-                && (0..s.rank()).all(|k| k == ax || s.0[k] == s0.0[k]);
+            let fits = s.rank() == s0.rank() && (0..s.rank()).all(|k| k == ax || s.0[k] == s0.0[k]);
             if !fits {
                 return Err(Error::Shape {
                     op: "concat",
                     detail: format!("dimensions other than axis {ax} must agree"),
                     lhs: s0,
                     rhs: s,
-                    location: Location::caller(),
+                    location,
                 });
             }
             total += s.0[ax];
@@ -523,13 +533,14 @@ impl<'g> Var<'g> {
     /// Resolve a possibly negative axis.
     #[track_caller]
     fn axis(self, op: &'static str, axis: isize) -> Result<usize> {
+        let location = Location::caller();
         let rank = self.shape().rank() as isize;
         let a = if axis < 0 { axis + rank } else { axis };
         if a < 0 || a >= rank {
             return Err(Error::Argument {
                 op,
                 detail: format!("axis {axis} is out of range for shape {}", self.shape()),
-                location: Location::caller(),
+                location,
             });
         }
         Ok(a as usize)
@@ -537,6 +548,7 @@ impl<'g> Var<'g> {
 
     #[track_caller]
     fn axes(self, op: &'static str, axes: &[isize]) -> Result<Vec<usize>> {
+        let location = Location::caller();
         let mut out = Vec::new();
         for &a in axes {
             let a = self.axis(op, a)?;
@@ -544,7 +556,7 @@ impl<'g> Var<'g> {
                 return Err(Error::Argument {
                     op,
                     detail: format!("axis {a} is named twice"),
-                    location: Location::caller(),
+                    location,
                 });
             }
             out.push(a);
@@ -654,7 +666,11 @@ impl<'g> Var<'g> {
     pub fn logsumexp_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
         let m = self.max_axes(axes, true).detach();
         let shape = self.shape();
-        let lse = (self - m.broadcast_to(&shape)).exp().sum_axes(axes, true).log() + m;
+        let lse = (self - m.broadcast_to(&shape))
+            .exp()
+            .sum_axes(axes, true)
+            .log()
+            + m;
         if keepdims {
             lse
         } else {
@@ -678,13 +694,14 @@ impl<'g> Var<'g> {
     /// `matmul`, or an error if the shapes do not fit.
     #[track_caller]
     pub fn try_matmul(self, rhs: Var<'g>) -> Result<Var<'g>> {
+        let location = Location::caller();
         let (a, b) = (self.shape(), rhs.shape());
         let err = |detail: &str| Error::Shape {
             op: "matmul",
             detail: detail.into(),
             lhs: a.clone(),
             rhs: b.clone(),
-            location: Location::caller(),
+            location,
         };
         if a.rank() < 2 || b.rank() < 2 {
             return Err(err("both operands need rank >= 2"));
@@ -723,7 +740,9 @@ impl<'g> Var<'g> {
     /// `log(softmax(self))` along `axis`.
     #[track_caller]
     pub fn log_softmax(self, axis: isize) -> Var<'g> {
-        self - self.logsumexp_axes(&[axis], true).broadcast_to(self.shape())
+        self - self
+            .logsumexp_axes(&[axis], true)
+            .broadcast_to(self.shape())
     }
 
     /// Softmax along `axis`.

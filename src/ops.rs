@@ -80,7 +80,10 @@ pub enum Op {
     /// `select(mask, a, b)`: `a` where `mask != 0`, else `b`.
     Select,
     /// Reduce over `axes`, keeping them as size-1 dimensions.
-    Reduce { op: ReduceOp, axes: Vec<usize> },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+    },
     /// Same elements in the same order, another shape.
     Reshape,
     /// Output axis `k` is input axis `perm[k]`.
@@ -88,9 +91,15 @@ pub enum Op {
     /// Broadcast to the node's shape (right-aligned, NumPy rules).
     Broadcast,
     /// The node's length of elements along `axis`, from `start`.
-    Slice { axis: usize, start: usize },
+    Slice {
+        axis: usize,
+        start: usize,
+    },
     /// Zeros around the input along `axis`: `before` in front, the rest behind.
-    Pad { axis: usize, before: usize },
+    Pad {
+        axis: usize,
+        before: usize,
+    },
 }
 
 impl UnaryOp {
@@ -254,13 +263,7 @@ impl BinaryOp {
     }
 
     /// The gradients reaching `a` and `b`, given the gradient `g` of `y = a op b`.
-    pub fn vjp<'g>(
-        self,
-        g: Var<'g>,
-        a: Var<'g>,
-        b: Var<'g>,
-        y: Var<'g>,
-    ) -> [Option<Var<'g>>; 2] {
+    pub fn vjp<'g>(self, g: Var<'g>, a: Var<'g>, b: Var<'g>, y: Var<'g>) -> [Option<Var<'g>>; 2] {
         use BinaryOp::*;
         match self {
             Add => [Some(g), Some(g)],

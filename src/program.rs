@@ -90,6 +90,8 @@ pub struct Program {
     params: Vec<NodeId>,
     /// Which parameters the computation reads (and so must be set).
     params_read: Vec<bool>,
+    /// Which parameters have a value (set by the user or by an update).
+    params_set: Vec<bool>,
     exec: Exec,
     device: Device,
 }
@@ -119,7 +121,11 @@ impl Graph {
         for (p, v) in updates {
             if !matches!(nodes[p.id().index()].op, Op::Param(_)) {
                 return Err(Error::Graph {
-                    detail: format!("only parameters can be updated; %{} is a {}", p.id().index(), nodes[p.id().index()].op.name()),
+                    detail: format!(
+                        "only parameters can be updated; %{} is a {}",
+                        p.id().index(),
+                        nodes[p.id().index()].op.name()
+                    ),
                     location,
                 });
             }
@@ -189,6 +195,7 @@ impl Graph {
             outputs,
             updates: update_ids,
             inputs,
+            params_set: vec![false; params.len()],
             params,
             params_read,
             exec,
@@ -244,13 +251,24 @@ impl Graph {
 }
 
 /// Order the fed data by `leaves`, checking names and lengths.
-fn match_feeds<'a, T>(nodes: &[Node], leaves: &[NodeId], feeds: &[(&str, &'a [T])]) -> Result<Vec<&'a [T]>> {
+fn match_feeds<'a, T>(
+    nodes: &[Node],
+    leaves: &[NodeId],
+    feeds: &[(&str, &'a [T])],
+) -> Result<Vec<&'a [T]>> {
     let name_of = |id: NodeId| match &nodes[id.index()].op {
         Op::Input(n) | Op::Param(n) => n.as_str(),
         _ => unreachable!("leaves are named"),
     };
+    // A name the graph has but this computation does not read is ignored:
+    // one set of feeds can serve every program compiled from a graph.
+    let in_graph = |name: &str| {
+        nodes
+            .iter()
+            .any(|n| matches!(&n.op, Op::Input(m) | Op::Param(m) if m == name))
+    };
     for (name, _) in feeds {
-        if !leaves.iter().any(|&l| name_of(l) == *name) {
+        if !in_graph(name) {
             let known: Vec<&str> = leaves.iter().map(|&l| name_of(l)).collect();
             return Err(Error::UnknownInput {
                 name: name.to_string(),
@@ -311,13 +329,19 @@ impl Program {
 
     fn execute(&mut self, inputs: &[(&str, &[f32])], read_back: bool) -> Result<Vec<Vec<f32>>> {
         let data = match_feeds(&self.nodes, &self.inputs, inputs)?;
-        let missing = |k: usize| {
+        if let Some(k) =
+            (0..self.params.len()).find(|&k| self.params_read[k] && !self.params_set[k])
+        {
             let n = &self.nodes[self.params[k].index()];
-            Error::UnsetParam {
+            return Err(Error::UnsetParam {
                 name: n.op_name_string(),
                 shape: n.shape.clone(),
-            }
-        };
+            });
+        }
+        for &(p, _) in &self.updates {
+            let k = self.params.iter().position(|&q| q == p).expect("listed");
+            self.params_set[k] = true;
+        }
         match &mut self.exec {
             Exec::Cpu { params } => {
                 let mut leaves: HashMap<NodeId, Vec<f64>> = HashMap::new();
@@ -325,12 +349,8 @@ impl Program {
                     leaves.insert(id, d.iter().map(|&x| x as f64).collect());
                 }
                 for (k, &id) in self.params.iter().enumerate() {
-                    match &params[k] {
-                        Some(v) => {
-                            leaves.insert(id, v.clone());
-                        }
-                        None if self.params_read[k] => return Err(missing(k)),
-                        None => {}
+                    if let Some(v) = &params[k] {
+                        leaves.insert(id, v.clone());
                     }
                 }
                 let mut roots = self.outputs.clone();
@@ -342,7 +362,10 @@ impl Program {
                     params[k] = Some(v);
                 }
                 Ok(if read_back {
-                    values.into_iter().map(|v| v.into_iter().map(|x| x as f32).collect()).collect()
+                    values
+                        .into_iter()
+                        .map(|v| v.into_iter().map(|x| x as f32).collect())
+                        .collect()
                 } else {
                     Vec::new()
                 })
@@ -360,20 +383,26 @@ impl Program {
             Exec::Cpu { params } => params[k] = Some(data.iter().map(|&x| x as f64).collect()),
             Exec::Gpu(g) => g.set_param(k, data),
         }
+        self.params_set[k] = true;
         Ok(())
     }
 
     /// Read parameter `name` back (waits for submitted work).
     pub fn param(&self, name: &str) -> Result<Vec<f32>> {
         let k = self.param_index(name)?;
+        if !self.params_set[k] {
+            return Err(Error::UnsetParam {
+                name: name.to_string(),
+                shape: self.nodes[self.params[k].index()].shape.clone(),
+            });
+        }
         match &self.exec {
-            Exec::Cpu { params } => params[k]
+            Exec::Cpu { params } => Ok(params[k]
                 .as_ref()
-                .map(|v| v.iter().map(|&x| x as f32).collect())
-                .ok_or_else(|| Error::UnsetParam {
-                    name: name.to_string(),
-                    shape: self.nodes[self.params[k].index()].shape.clone(),
-                }),
+                .expect("a set parameter has a value")
+                .iter()
+                .map(|&x| x as f32)
+                .collect()),
             Exec::Gpu(g) => {
                 let mut v = g.param(k)?;
                 v.truncate(self.nodes[self.params[k].index()].shape.numel());

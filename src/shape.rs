@@ -190,8 +190,7 @@ pub fn pad_source(
     let a = (i / inner) % out_len;
     let r = i % inner;
     let len = input.0[axis];
-    (a >= before && a < before + len)
-        .then(|| (outer * len + (a - before)) * inner + r)
+    (a >= before && a < before + len).then(|| (outer * len + (a - before)) * inner + r)
 }
 
 #[cfg(test)]
@@ -212,12 +211,23 @@ mod tests {
     fn strided_maps_find_sources() {
         // [[0,1,2],[3,4,5]] transposed: out[1][0] = in[0][1] = 1.
         let m = StridedMap::permute(&Shape::from([2, 3]), &[1, 0]);
-        assert_eq!((0..6).map(|i| m.source(i)).collect::<Vec<_>>(), [0, 3, 1, 4, 2, 5]);
+        assert_eq!(
+            (0..6).map(|i| m.source(i)).collect::<Vec<_>>(),
+            [0, 3, 1, 4, 2, 5]
+        );
         let s = StridedMap::slice(&Shape::from([2, 3]), 1, 1, 2);
-        assert_eq!((0..4).map(|i| s.source(i)).collect::<Vec<_>>(), [1, 2, 4, 5]);
+        assert_eq!(
+            (0..4).map(|i| s.source(i)).collect::<Vec<_>>(),
+            [1, 2, 4, 5]
+        );
         let b = StridedMap::broadcast(&Shape::from([3, 1]), &Shape::from([2, 3, 2]));
-        assert_eq!((0..4).map(|i| b.source(i)).collect::<Vec<_>>(), [0, 0, 1, 1]);
-        let p: Vec<_> = (0..4).map(|i| pad_source(&Shape::from([2]), 0, 1, 4, i)).collect();
+        assert_eq!(
+            (0..4).map(|i| b.source(i)).collect::<Vec<_>>(),
+            [0, 0, 1, 1]
+        );
+        let p: Vec<_> = (0..4)
+            .map(|i| pad_source(&Shape::from([2]), 0, 1, 4, i))
+            .collect();
         assert_eq!(p, [None, Some(0), Some(1), None]);
     }
 }

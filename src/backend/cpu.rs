@@ -33,7 +33,11 @@ pub(crate) fn evaluate(
             .iter()
             .map(|j| values[j.index()].as_deref().expect("operand evaluated"))
             .collect();
-        let in_shapes: Vec<&Shape> = node.inputs.iter().map(|j| &nodes[j.index()].shape).collect();
+        let in_shapes: Vec<&Shape> = node
+            .inputs
+            .iter()
+            .map(|j| &nodes[j.index()].shape)
+            .collect();
         let v = match &node.op {
             Op::Input(_) | Op::Param(_) => leaves[&NodeId(i as u32)].clone(),
             _ => eval_op(node, &args, &in_shapes),
@@ -69,7 +73,9 @@ pub(crate) fn live_nodes(nodes: &[Node], outputs: &[NodeId]) -> Vec<usize> {
 
 fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
     let gather = |m: StridedMap| -> Vec<f64> {
-        (0..node.shape.numel()).map(|i| args[0][m.source(i)]).collect()
+        (0..node.shape.numel())
+            .map(|i| args[0][m.source(i)])
+            .collect()
     };
     match &node.op {
         Op::Input(_) | Op::Param(_) => unreachable!("leaves are given"),
@@ -81,7 +87,13 @@ fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
             .map(|(&x, &y)| b.cpu(x, y))
             .collect(),
         Op::Select => (0..node.shape.numel())
-            .map(|i| if args[0][i] != 0.0 { args[1][i] } else { args[2][i] })
+            .map(|i| {
+                if args[0][i] != 0.0 {
+                    args[1][i]
+                } else {
+                    args[2][i]
+                }
+            })
             .collect(),
         Op::Reduce { op, axes } => {
             // Each input element folds into the output element it lands on,

@@ -163,7 +163,14 @@ impl<'a> Emitter<'a> {
             }
             Op::Pad { axis, before } => {
                 let (axis, before) = (*axis, *before);
-                self.pad(input(0), in_shape(0).clone(), axis, before, &node.shape, idx)
+                self.pad(
+                    input(0),
+                    in_shape(0).clone(),
+                    axis,
+                    before,
+                    &node.shape,
+                    idx,
+                )
             }
             Op::Input(_) | Op::Param(_) | Op::Reduce { .. } | Op::Const(_) => {
                 unreachable!("{} nodes are stored by the schedule", node.op.name())
@@ -243,19 +250,25 @@ impl<'a> Emitter<'a> {
 pub(crate) fn strided_expr(m: &StridedMap, idx: &str) -> String {
     let out_strides = Shape(m.out_dims.clone()).strides();
     let mut terms = Vec::new();
-    for k in 0..m.out_dims.len() {
-        if m.src_strides[k] == 0 || m.out_dims[k] == 1 {
+    for (k, ((&dim, &src), &stride)) in m
+        .out_dims
+        .iter()
+        .zip(&m.src_strides)
+        .zip(&out_strides)
+        .enumerate()
+    {
+        if src == 0 || dim == 1 {
             continue;
         }
         let mut t = idx.to_string();
-        if out_strides[k] != 1 {
-            t = format!("({t} / {}u)", out_strides[k]);
+        if stride != 1 {
+            t = format!("({t} / {stride}u)");
         }
         if k != 0 {
-            t = format!("({t} % {}u)", m.out_dims[k]);
+            t = format!("({t} % {dim}u)");
         }
-        if m.src_strides[k] != 1 {
-            t = format!("{t} * {}u", m.src_strides[k]);
+        if src != 1 {
+            t = format!("{t} * {src}u");
         }
         terms.push(t);
     }

@@ -22,7 +22,7 @@ impl Default for GpuLimits {
     fn default() -> GpuLimits {
         let l = wgpu::Limits::default();
         GpuLimits {
-            max_storage_binding: l.max_storage_buffer_binding_size as u64,
+            max_storage_binding: l.max_storage_buffer_binding_size,
             max_buffer: l.max_buffer_size,
             max_workgroups: l.max_compute_workgroups_per_dimension,
             max_storage_buffers: l.max_storage_buffers_per_shader_stage,
@@ -38,6 +38,8 @@ pub struct GpuOptions {
     pub max_storage_binding: Option<u64>,
     /// Plan for fewer workgroups per dimension than the adapter allows.
     pub max_workgroups: Option<u32>,
+    /// Plan for fewer storage buffers per kernel than the adapter allows.
+    pub max_storage_buffers: Option<u32>,
 }
 
 /// An open wgpu device and what wgrad knows about it.
@@ -61,9 +63,8 @@ impl GpuContext {
     /// any case) picks an adapter by name.
     pub fn open(options: &GpuOptions) -> Result<Arc<GpuContext>> {
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let instance = wgpu::Instance::new(
-            wgpu::InstanceDescriptor::new_without_display_handle().with_env(),
-        );
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
         let wanted = std::env::var("WGPU_ADAPTER_NAME")
             .ok()
@@ -117,7 +118,7 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             log::error!("wgpu: {e}");
         }));
-        let max_storage_binding = adapter_limits.max_storage_buffer_binding_size as u64;
+        let max_storage_binding = adapter_limits.max_storage_buffer_binding_size;
         let max_workgroups = adapter_limits.max_compute_workgroups_per_dimension;
         let limits = GpuLimits {
             max_storage_binding: options
@@ -127,9 +128,18 @@ impl GpuContext {
             max_workgroups: options
                 .max_workgroups
                 .map_or(max_workgroups, |m| m.min(max_workgroups)),
-            max_storage_buffers: adapter_limits.max_storage_buffers_per_shader_stage,
+            max_storage_buffers: options
+                .max_storage_buffers
+                .map_or(adapter_limits.max_storage_buffers_per_shader_stage, |m| {
+                    m.min(adapter_limits.max_storage_buffers_per_shader_stage)
+                }),
         };
-        log::info!("wgrad: using {:?} {:?} '{}'", info.backend, info.device_type, info.name);
+        log::info!(
+            "wgrad: using {:?} {:?} '{}'",
+            info.backend,
+            info.device_type,
+            info.name
+        );
         Ok(Arc::new(GpuContext {
             device,
             queue,

@@ -32,7 +32,12 @@ pub(crate) struct GpuProgram {
 }
 
 impl GpuProgram {
-    pub fn new(ctx: Arc<GpuContext>, plan: Plan, outputs: Vec<NodeId>, has_updates: bool) -> Result<GpuProgram> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        plan: Plan,
+        outputs: Vec<NodeId>,
+        has_updates: bool,
+    ) -> Result<GpuProgram> {
         let device = &ctx.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -64,7 +69,11 @@ impl GpuProgram {
                         .any(|o| o.kind == BufKind::Param { index, next: true });
                     let pair = param_pairs[index].get_or_insert_with(|| {
                         let a = make(b.numel, "param");
-                        let b2 = if updated { make(b.numel, "param next") } else { a.clone() };
+                        let b2 = if updated {
+                            make(b.numel, "param next")
+                        } else {
+                            a.clone()
+                        };
                         [a, b2]
                     });
                     if next {
@@ -164,7 +173,13 @@ impl GpuProgram {
             .plan
             .buffers
             .iter()
-            .position(|b| b.kind == BufKind::Param { index: k, next: false })
+            .position(|b| {
+                b.kind
+                    == BufKind::Param {
+                        index: k,
+                        next: false,
+                    }
+            })
             .expect("every parameter has a buffer");
         &self.buffers[b][self.parity]
     }
@@ -218,7 +233,11 @@ impl GpuProgram {
             });
             for k in &self.kernels {
                 pass.set_pipeline(&k.pipeline);
-                pass.set_bind_group(0, &k.bind_groups[self.parity.min(k.bind_groups.len() - 1)], &[]);
+                pass.set_bind_group(
+                    0,
+                    &k.bind_groups[self.parity.min(k.bind_groups.len() - 1)],
+                    &[],
+                );
                 pass.dispatch_workgroups(k.workgroups, 1, 1);
             }
         }

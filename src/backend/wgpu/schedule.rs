@@ -116,17 +116,39 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     };
     let mut stored: HashMap<NodeId, BufId> = HashMap::new();
     for (k, &id) in req.inputs.iter().enumerate() {
-        stored.insert(id, new_buf(nodes[id.index()].shape.numel(), BufKind::Input(k)));
+        stored.insert(
+            id,
+            new_buf(nodes[id.index()].shape.numel(), BufKind::Input(k)),
+        );
     }
     for (k, &id) in req.params.iter().enumerate() {
         let numel = nodes[id.index()].shape.numel();
-        stored.insert(id, new_buf(numel, BufKind::Param { index: k, next: false }));
+        stored.insert(
+            id,
+            new_buf(
+                numel,
+                BufKind::Param {
+                    index: k,
+                    next: false,
+                },
+            ),
+        );
     }
     // Targets: every stored value a kernel must compute.
     let mut targets: Vec<Target> = Vec::new();
     for &(param, value) in req.updates {
-        let k = req.params.iter().position(|&p| p == param).expect("updated param is listed");
-        let buf = new_buf(nodes[param.index()].shape.numel(), BufKind::Param { index: k, next: true });
+        let k = req
+            .params
+            .iter()
+            .position(|&p| p == param)
+            .expect("updated param is listed");
+        let buf = new_buf(
+            nodes[param.index()].shape.numel(),
+            BufKind::Param {
+                index: k,
+                next: true,
+            },
+        );
         // The update value is written straight into the parameter's next
         // buffer, unless it is a leaf or already has a home: then it is copied.
         if !is_leaf(&nodes[value.index()].op) && !stored.contains_key(&value) {
@@ -142,6 +164,11 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     for &i in &live {
         let id = NodeId(i as u32);
         if must_store(id) && !stored.contains_key(&id) {
+            // A reshape of a stored value is that buffer read another way.
+            if let (Op::Reshape, Some(&src)) = (&nodes[i].op, stored.get(&nodes[i].inputs[0])) {
+                stored.insert(id, src);
+                continue;
+            }
             let buf = new_buf(nodes[i].shape.numel(), BufKind::Temp);
             stored.insert(id, buf);
             targets.push(Target { node: id, buf });
@@ -186,8 +213,17 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .partition(|t| nodes[t.node.index()].shape.numel() == extent);
             elementwise = rest;
             match reduction(nodes, &stored, r, &riders, limits, &mut buffers)? {
-                Ok(ks) => kernels.extend(ks),
-                Err(id) => return Ok(Attempt::Store(id)),
+                Fit::Kernels(ks) => kernels.extend(ks),
+                Fit::Store(id) => return Ok(Attempt::Store(id)),
+                // Too many buffers with the riders along: they get kernels of their own.
+                Fit::Split => {
+                    match reduction(nodes, &stored, r, &[], limits, &mut buffers)? {
+                        Fit::Kernels(ks) => kernels.extend(ks),
+                        Fit::Store(id) => return Ok(Attempt::Store(id)),
+                        Fit::Split => unreachable!("a lone target is never split"),
+                    }
+                    elementwise.extend(riders);
+                }
             }
         }
         let mut by_extent: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
@@ -198,9 +234,10 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .push(t);
         }
         for (extent, ts) in by_extent {
-            match elementwise_kernel(nodes, &stored, extent, &ts, limits)? {
-                Ok(k) => kernels.push(k),
-                Err(id) => return Ok(Attempt::Store(id)),
+            match elementwise_kernels(nodes, &stored, extent, &ts, limits)? {
+                Fit::Kernels(ks) => kernels.extend(ks),
+                Fit::Store(id) => return Ok(Attempt::Store(id)),
+                Fit::Split => unreachable!("elementwise_kernels splits itself"),
             }
         }
     }
@@ -281,33 +318,69 @@ fn emit_targets(e: &mut Emitter, stored: &HashMap<NodeId, BufId>, targets: &[Tar
     }
 }
 
-type KernelOrStore<T> = Result<std::result::Result<T, NodeId>>;
-
-fn check_bindings(e: &Emitter, limits: &GpuLimits, label: &str) -> Result<()> {
-    if e.bindings.len() > limits.max_storage_buffers as usize {
-        return Err(Error::TooLarge(format!(
-            "kernel `{label}` needs {} storage buffers; this device binds at most {}",
-            e.bindings.len(),
-            limits.max_storage_buffers
-        )));
-    }
-    Ok(())
+/// How a group of targets fits into kernels.
+enum Fit {
+    Kernels(Vec<KernelSpec>),
+    /// Store this node and plan again (it is needed at too many indices, or
+    /// it reads too many buffers for one kernel).
+    Store(NodeId),
+    /// The targets need more buffers than one kernel may bind: split them.
+    Split,
 }
 
-fn elementwise_kernel(
+/// Whether a finished emission fits the device; if not, what to do about it.
+fn fits(
+    e: &Emitter,
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    targets: &[NodeId],
+    limits: &GpuLimits,
+) -> Option<Fit> {
+    if let Some(id) = e.too_many_indices {
+        return Some(Fit::Store(id));
+    }
+    if e.bindings.len() <= limits.max_storage_buffers as usize {
+        return None;
+    }
+    if targets.len() > 1 {
+        return Some(Fit::Split);
+    }
+    // One value reads too many buffers: store its operand that reads the
+    // most (planning again splits that operand further if need be).
+    let mut memo = HashMap::new();
+    nodes[targets[0].index()]
+        .inputs
+        .iter()
+        .filter(|j| !stored.contains_key(j))
+        .max_by_key(|&&j| reads(j, nodes, stored, &mut memo).len())
+        .map(|&j| Fit::Store(j))
+}
+
+fn elementwise_kernels(
     nodes: &[Node],
     stored: &HashMap<NodeId, BufId>,
     extent: usize,
     targets: &[Target],
     limits: &GpuLimits,
-) -> KernelOrStore<KernelSpec> {
+) -> Result<Fit> {
     let mut e = Emitter::new(nodes, stored, 2);
     emit_targets(&mut e, stored, targets, "idx");
-    if let Some(id) = e.too_many_indices {
-        return Ok(Err(id));
+    match fits(&e, nodes, stored, &ids(targets), limits) {
+        Some(Fit::Split) => {
+            let (a, b) = targets.split_at(targets.len() / 2);
+            let mut out = Vec::new();
+            for half in [a, b] {
+                match elementwise_kernels(nodes, stored, extent, half, limits)? {
+                    Fit::Kernels(ks) => out.extend(ks),
+                    other => return Ok(other),
+                }
+            }
+            return Ok(Fit::Kernels(out));
+        }
+        Some(other) => return Ok(other),
+        None => {}
     }
     let label = format!("elementwise[{extent}] -> {:?}", ids(targets));
-    check_bindings(&e, limits, &label)?;
     let wgsl = fill(
         ELEMENTWISE,
         &[
@@ -317,16 +390,16 @@ fn elementwise_kernel(
         ],
     );
     validate(&wgsl)?;
-    Ok(Ok(KernelSpec {
+    Ok(Fit::Kernels(vec![KernelSpec {
         label,
         wgsl,
         bindings: e.bindings,
         workgroups: dispatch_count(extent, WORKGROUP, limits),
-    }))
+    }]))
 }
 
-fn ids(targets: &[Target]) -> Vec<usize> {
-    targets.iter().map(|t| t.node.index()).collect()
+fn ids(targets: &[Target]) -> Vec<NodeId> {
+    targets.iter().map(|t| t.node).collect()
 }
 
 /// One reduction: pass 1 folds chunks of each output (with the operand's
@@ -339,7 +412,7 @@ fn reduction(
     riders: &[Target],
     limits: &GpuLimits,
     buffers: &mut Vec<BufSpec>,
-) -> KernelOrStore<Vec<KernelSpec>> {
+) -> Result<Fit> {
     let node = &nodes[target.node.index()];
     let Op::Reduce { op, axes } = &node.op else {
         unreachable!("a reduction target")
@@ -379,12 +452,13 @@ fn reduction(
     let mut e = Emitter::new(nodes, stored, 3);
     let value = e.value(operand, "idx");
     emit_targets(&mut e, stored, riders, "idx");
-    if let Some(id) = e.too_many_indices {
-        return Ok(Err(id));
-    }
     let dst_name = e.binding(dst, true);
+    let mut all = vec![target.node];
+    all.extend(ids(riders));
+    if let Some(fit) = fits(&e, nodes, stored, &all, limits) {
+        return Ok(fit);
+    }
     let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
-    check_bindings(&e, limits, &label)?;
     let pass1 = reduce_kernel(
         &e,
         *op,
@@ -400,7 +474,7 @@ fn reduction(
         limits,
     )?;
     if groups == 1 {
-        return Ok(Ok(vec![pass1]));
+        return Ok(Fit::Kernels(vec![pass1]));
     }
     // Pass 2: fold the `groups` partials of each output, in order.
     let mut e2 = Emitter::new(nodes, stored, 3);
@@ -420,7 +494,7 @@ fn reduction(
         &out,
         limits,
     )?;
-    Ok(Ok(vec![pass1, pass2]))
+    Ok(Fit::Kernels(vec![pass1, pass2]))
 }
 
 #[allow(clippy::too_many_arguments)] // the template's holes, named at the call
@@ -463,4 +537,3 @@ fn reduce_kernel(
         workgroups: dispatch_count(slots, 1, limits),
     })
 }
-

@@ -1,0 +1,307 @@
+//! Shared by the integration tests: the GPU (or a skip), random data, the
+//! table of op cases, and comparisons against the CPU reference.
+#![allow(dead_code)] // each test binary uses part of this
+
+use rand::{Rng, SeedableRng};
+use wgrad::{Device, Graph, Var};
+
+/// The GPU, or `None` (the caller skips) when there is none, unless
+/// `WGRAD_REQUIRE_GPU=1`, when a missing adapter fails the test.
+pub fn gpu() -> Option<Device> {
+    match Device::gpu() {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var("WGRAD_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("WGRAD_REQUIRE_GPU=1 but no GPU adapter: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: no GPU adapter ({e}); set WGRAD_REQUIRE_GPU=1 to fail instead");
+            None
+        }
+    }
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Where an op's operands are drawn from.
+#[derive(Clone, Copy, Debug)]
+pub enum Domain {
+    /// Uniform in [-2, 2], at least 0.05 from 0.
+    Any,
+    /// Uniform in [0.5, 2].
+    Positive,
+}
+
+pub fn sample(rng: &mut impl Rng, n: usize, d: Domain) -> Vec<f64> {
+    (0..n)
+        .map(|_| match d {
+            Domain::Any => {
+                let m: f64 = rng.random_range(0.05..2.0);
+                if rng.random_bool(0.5) {
+                    m
+                } else {
+                    -m
+                }
+            }
+            Domain::Positive => rng.random_range(0.5..2.0),
+        })
+        // f32-representable, so the CPU and GPU see the same inputs.
+        .map(|x: f64| x as f32 as f64)
+        .collect()
+}
+
+/// One op (or helper) under test: named operands with shapes and domains,
+/// and the function of them.
+pub struct Case {
+    pub name: &'static str,
+    pub inputs: Vec<(&'static str, Vec<usize>, Domain)>,
+    pub build: for<'g> fn(&[Var<'g>]) -> Var<'g>,
+    /// Reductions and matmul are compared at the looser tolerance.
+    pub reduces: bool,
+}
+
+fn case(
+    name: &'static str,
+    inputs: &[(&'static str, &[usize], Domain)],
+    reduces: bool,
+    build: for<'g> fn(&[Var<'g>]) -> Var<'g>,
+) -> Case {
+    Case {
+        name,
+        inputs: inputs
+            .iter()
+            .map(|(n, s, d)| (*n, s.to_vec(), *d))
+            .collect(),
+        build,
+        reduces,
+    }
+}
+
+/// Every op of the table, and the helpers built from them, each with
+/// shapes that exercise broadcasting and size-1 dimensions.
+pub fn cases() -> Vec<Case> {
+    use Domain::*;
+    let a = |d| [("a", &[3usize, 4][..], d)];
+    let ab = |sa: &'static [usize], sb: &'static [usize], da, db| [("a", sa, da), ("b", sb, db)];
+    vec![
+        case("neg", &a(Any), false, |v| -v[0]),
+        case("abs", &a(Any), false, |v| v[0].abs()),
+        case("sign", &a(Any), false, |v| v[0].sign() * v[0]),
+        case("exp", &a(Any), false, |v| v[0].exp()),
+        case("log", &a(Positive), false, |v| v[0].log()),
+        case("sqrt", &a(Positive), false, |v| v[0].sqrt()),
+        case("rsqrt", &a(Positive), false, |v| v[0].rsqrt()),
+        case("recip", &a(Any), false, |v| v[0].recip()),
+        case("square", &a(Any), false, |v| v[0].square()),
+        case("sin", &a(Any), false, |v| v[0].sin()),
+        case("cos", &a(Any), false, |v| v[0].cos()),
+        case("tanh", &a(Any), false, |v| v[0].tanh()),
+        case("sigmoid", &a(Any), false, |v| v[0].sigmoid()),
+        case("relu", &a(Any), false, |v| v[0].relu()),
+        case("softplus", &a(Any), false, |v| v[0].softplus()),
+        case("powf_int", &a(Any), false, |v| v[0].powf(3.0)),
+        case("powf_frac", &a(Positive), false, |v| v[0].powf(-1.5)),
+        case("detach", &a(Any), false, |v| v[0].detach() * v[0]),
+        case("add_bcast", &ab(&[3, 4], &[4], Any, Any), false, |v| {
+            v[0] + v[1]
+        }),
+        case("sub_bcast", &ab(&[3, 1], &[1, 4], Any, Any), false, |v| {
+            v[0] - v[1]
+        }),
+        case(
+            "mul_bcast",
+            &ab(&[2, 3, 4], &[3, 1], Any, Any),
+            false,
+            |v| v[0] * v[1],
+        ),
+        case("div", &ab(&[3, 4], &[3, 4], Any, Positive), false, |v| {
+            v[0] / v[1]
+        }),
+        case(
+            "div_scalar_lhs",
+            &ab(&[], &[2, 3], Any, Positive),
+            false,
+            |v| v[0] / v[1],
+        ),
+        case("max", &ab(&[3, 4], &[4], Any, Any), false, |v| {
+            v[0].max(v[1])
+        }),
+        case("min", &ab(&[1, 4], &[3, 1], Any, Any), false, |v| {
+            v[0].min(v[1])
+        }),
+        case("pow", &ab(&[3, 4], &[4], Positive, Any), false, |v| {
+            v[0].pow(v[1])
+        }),
+        case("lt", &ab(&[3, 4], &[4], Any, Any), false, |v| {
+            v[0].lt(v[1]) * v[0]
+        }),
+        case("le", &ab(&[3, 4], &[3, 4], Any, Any), false, |v| {
+            v[0].le(v[1]) * v[1]
+        }),
+        case("gt", &ab(&[3, 4], &[4], Any, Any), false, |v| {
+            v[0].gt(v[1]) * v[0]
+        }),
+        case("ge", &ab(&[3, 4], &[3, 4], Any, Any), false, |v| {
+            v[0].ge(v[1]) * v[1]
+        }),
+        case("eq", &ab(&[3, 4], &[3, 4], Any, Any), false, |v| {
+            v[0].eq(v[0]) * v[1]
+        }),
+        case("select", &ab(&[3, 4], &[4], Any, Any), false, |v| {
+            v[0].gt(v[1]).select(v[0] * 2.0, v[1].exp())
+        }),
+        case("sum_all", &[("a", &[2, 3, 4], Any)], true, |v| v[0].sum()),
+        case("sum_axis0", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].sum_axes(&[0], false)
+        }),
+        case("sum_axis1_keep", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].sum_axes(&[1], true)
+        }),
+        case("sum_axes02", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].sum_axes(&[0, -1], false)
+        }),
+        case("sum_size1", &[("a", &[3, 1, 2], Any)], true, |v| {
+            v[0].sum_axes(&[1], false)
+        }),
+        case("mean_axis2", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].mean_axes(&[2], true)
+        }),
+        case("mean_all", &[("a", &[2, 3, 4], Any)], true, |v| v[0].mean()),
+        case("max_axis1", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].max_axes(&[1], false)
+        }),
+        case("max_all", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].max_all()
+        }),
+        case("min_axes01", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].min_axes(&[0, 1], true)
+        }),
+        case("logsumexp_axis1", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].logsumexp_axes(&[1], false)
+        }),
+        case("logsumexp_all", &[("a", &[2, 3, 4], Any)], true, |v| {
+            v[0].logsumexp()
+        }),
+        case("reshape", &[("a", &[2, 3, 4], Any)], false, |v| {
+            v[0].reshape([4, 6]) * v[0].reshape([4, 6]).sin()
+        }),
+        case("permute", &[("a", &[2, 3, 4], Any)], false, |v| {
+            v[0].permute(&[2, 0, 1])
+        }),
+        case("transpose", &[("a", &[2, 3, 4], Any)], false, |v| {
+            v[0].transpose()
+        }),
+        case("slice", &[("a", &[2, 5, 3], Any)], false, |v| {
+            v[0].slice(1, 1, 4)
+        }),
+        case("pad", &[("a", &[2, 3, 2], Any)], false, |v| {
+            v[0].pad(-1, 2, 1).exp()
+        }),
+        case("concat", &ab(&[2, 3], &[2, 2], Any, Any), false, |v| {
+            Var::concat(&[v[0], v[1].exp(), v[0]], 1)
+        }),
+        case("broadcast_to", &[("a", &[3, 1], Any)], false, |v| {
+            v[0].broadcast_to([2, 3, 4])
+        }),
+        case("matmul", &ab(&[3, 4], &[4, 5], Any, Any), true, |v| {
+            v[0].matmul(v[1])
+        }),
+        case(
+            "matmul_batched",
+            &ab(&[2, 3, 4], &[4, 2], Any, Any),
+            true,
+            |v| v[0].matmul(v[1]),
+        ),
+        case(
+            "matmul_bcast",
+            &ab(&[2, 1, 3, 4], &[3, 4, 2], Any, Any),
+            true,
+            |v| v[0].matmul(v[1]),
+        ),
+        case("mse", &ab(&[3, 4], &[3, 4], Any, Any), true, |v| {
+            v[0].mse(v[1])
+        }),
+        case("softmax", &a(Any), true, |v| v[0].softmax(-1)),
+        case("log_softmax", &a(Any), true, |v| v[0].log_softmax(0)),
+        case(
+            "cross_entropy",
+            &ab(&[3, 4], &[3, 4], Any, Positive),
+            true,
+            |v| v[0].cross_entropy(v[1].softmax(-1)),
+        ),
+        case("logistic_loss", &ab(&[6], &[6], Any, Any), true, |v| {
+            v[0].logistic_loss(v[1].sign())
+        }),
+    ]
+}
+
+/// A case recorded into `g`: its operands, its output, and a scalar loss
+/// `Σ y·w` with `w` a random weight input (so every element's gradient differs).
+pub fn record<'g>(g: &'g Graph, c: &Case) -> (Vec<Var<'g>>, Var<'g>, Var<'g>) {
+    let vars: Vec<Var> = c
+        .inputs
+        .iter()
+        .map(|(n, s, _)| g.input(n, s.as_slice()))
+        .collect();
+    let y = (c.build)(&vars);
+    let w = g.input("w", y.shape());
+    let loss = (y * w).sum();
+    (vars, y, loss)
+}
+
+/// Random data for a case's operands and weights, by name.
+pub fn feeds(c: &Case, y_numel: usize, seed: u64) -> Vec<(String, Vec<f64>)> {
+    let mut r = rng(seed);
+    let mut out: Vec<(String, Vec<f64>)> = c
+        .inputs
+        .iter()
+        .map(|(n, s, d)| (n.to_string(), sample(&mut r, s.iter().product(), *d)))
+        .collect();
+    out.push(("w".into(), sample(&mut r, y_numel, Domain::Any)));
+    out
+}
+
+/// The worst relative difference `|got - want| / max(1, |want|)`, and where.
+pub fn worst_diff(got: &[f32], want: &[f32]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let mut worst = (0.0, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g as f64, w as f64);
+        let d = if g.is_nan() && w.is_nan() {
+            0.0
+        } else {
+            (g - w).abs() / w.abs().max(1.0)
+        };
+        if d > worst.0 || d.is_nan() {
+            worst = (d, i);
+        }
+    }
+    worst
+}
+
+/// Assert that every output of a GPU run matches the CPU reference.
+pub fn assert_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], tol: f64) {
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        let (d, i) = worst_diff(g, w);
+        assert!(
+            d <= tol,
+            "{what}: output {k} differs at element {i}: gpu {} vs cpu {} (relative {d:.2e} > {tol:.0e})",
+            g[i],
+            w[i]
+        );
+    }
+}
+
+/// f32 views of named f64 data, for `Program::run`.
+pub fn as_f32(data: &[(String, Vec<f64>)]) -> Vec<(String, Vec<f32>)> {
+    data.iter()
+        .map(|(n, d)| (n.clone(), d.iter().map(|&x| x as f32).collect()))
+        .collect()
+}
+
+pub fn view<T>(data: &[(String, Vec<T>)]) -> Vec<(&str, &[T])> {
+    data.iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect()
+}

@@ -1,0 +1,81 @@
+//! Parameters and in-place updates: what a gradient-descent step is made of.
+
+mod common;
+use common::*;
+use wgrad::{Device, Graph};
+
+/// One SGD step on L(w) = Σ (w − t)², by hand: w' = w − lr·2(w − t).
+fn sgd_step_on(device: &Device) {
+    let g = Graph::new();
+    let w = g.param("w", [3]);
+    let t = g.input("t", [3]);
+    let loss = (w - t).square().sum();
+    let dw = g.grad(loss, &[w])[0];
+    let lr = 0.1;
+    let mut p = g
+        .compile_with_updates(device, &[loss], &[(w, w - lr * dw)])
+        .unwrap();
+    let (w0, t0) = ([1.0f32, -2.0, 0.5], [0.0f32, 1.0, 0.5]);
+    p.set_param("w", &w0).unwrap();
+    let out = p.run(&[("t", &t0)]).unwrap();
+    // The loss is of the parameters before the step.
+    let want_loss: f32 = w0.iter().zip(&t0).map(|(a, b)| (a - b) * (a - b)).sum();
+    assert_eq!(out[0][0], want_loss);
+    let want: Vec<f32> = w0
+        .iter()
+        .zip(&t0)
+        .map(|(a, b)| a - 0.1 * 2.0 * (a - b))
+        .collect();
+    let got = p.param("w").unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-6, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn an_sgd_step_matches_the_formula_on_the_cpu() {
+    sgd_step_on(&Device::cpu());
+}
+
+#[test]
+fn an_sgd_step_matches_the_formula_on_the_gpu() {
+    if let Some(d) = gpu() {
+        sgd_step_on(&d);
+    }
+}
+
+#[test]
+fn many_steps_on_the_gpu_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    // Rosenbrock in 1000 dimensions: shifted slices, fused into the update.
+    let n = 1000;
+    let g = Graph::new();
+    let w = g.param("w", [n]);
+    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
+    let loss = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
+    let dw = g.grad(loss, &[w])[0];
+    let update = [(w, w - 1e-4 * dw)];
+    let mut r = rng(2);
+    let w0: Vec<f32> = sample(&mut r, n, Domain::Any)
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    let mut losses = Vec::new();
+    for device in [gpu, Device::cpu()] {
+        let mut p = g.compile_with_updates(&device, &[loss], &update).unwrap();
+        p.set_param("w", &w0).unwrap();
+        for _ in 0..9 {
+            p.step(&[]).unwrap();
+        }
+        let l = p.run(&[]).unwrap()[0][0];
+        losses.push((l, p.param("w").unwrap()));
+    }
+    let (gpu_loss, gpu_w) = &losses[0];
+    let (cpu_loss, cpu_w) = &losses[1];
+    assert!(
+        (gpu_loss - cpu_loss).abs() / cpu_loss.abs() < 1e-4,
+        "{gpu_loss} vs {cpu_loss}"
+    );
+    let (d, i) = worst_diff(gpu_w, cpu_w);
+    assert!(d < 1e-4, "w[{i}]: {} vs {}", gpu_w[i], cpu_w[i]);
+}
