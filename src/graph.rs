@@ -103,14 +103,36 @@ impl Graph {
     /// A named parameter, or an error if the name is taken.
     #[track_caller]
     pub fn try_param(&self, name: &str, shape: impl Into<Shape>) -> Result<Var<'_>> {
-        self.leaf(Op::Param(name.to_string()), name, shape.into())
+        self.leaf(
+            Op::Param {
+                name: name.to_string(),
+                starts_at_zero: false,
+            },
+            name,
+            shape.into(),
+        )
+    }
+
+    /// A parameter that starts at zero, such as an optimizer's state; it
+    /// needs no `set_param`. Panics if the name is taken.
+    #[track_caller]
+    pub fn state(&self, name: &str, shape: impl Into<Shape>) -> Var<'_> {
+        self.leaf(
+            Op::Param {
+                name: name.to_string(),
+                starts_at_zero: true,
+            },
+            name,
+            shape.into(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[track_caller]
     fn leaf(&self, op: Op, name: &str, shape: Shape) -> Result<Var<'_>> {
         let location = Location::caller();
         let taken = self.nodes.borrow().iter().any(|n| match &n.op {
-            Op::Input(m) | Op::Param(m) => m == name,
+            Op::Input(m) | Op::Param { name: m, .. } => m == name,
             _ => false,
         });
         if taken {

@@ -26,6 +26,7 @@ mod error;
 mod gradcheck;
 mod graph;
 pub mod ops;
+pub mod optim;
 mod program;
 pub mod shape;
 
@@ -33,5 +34,6 @@ pub use backend::wgpu::device::{GpuContext, GpuLimits, GpuOptions};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradCheck};
 pub use graph::{Graph, IntoVar, Node, NodeId, Var};
+pub use optim::Optimizer;
 pub use program::{Device, Program, Stats};
 pub use shape::Shape;

@@ -71,8 +71,12 @@ pub enum ReduceOp {
 pub enum Op {
     /// Data given to every run, by name.
     Input(String),
-    /// A value that lives in the program between runs, by name.
-    Param(String),
+    /// A value that lives in the program between runs, by name. It starts
+    /// at zero (optimizer state) or must be set before the first run.
+    Param {
+        name: String,
+        starts_at_zero: bool,
+    },
     /// A scalar constant.
     Const(f64),
     Unary(UnaryOp),
@@ -335,7 +339,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Input(_) => "input",
-            Op::Param(_) => "param",
+            Op::Param { .. } => "param",
             Op::Const(_) => "constant",
             Op::Unary(u) => u.name(),
             Op::Binary(b) => b.name(),
@@ -362,7 +366,7 @@ impl Op {
         let x = inputs.first().copied();
         let x_shape = || x.expect("op has an operand").shape();
         match self {
-            Op::Input(_) | Op::Param(_) | Op::Const(_) => vec![],
+            Op::Input(_) | Op::Param { .. } | Op::Const(_) => vec![],
             Op::Unary(u) => vec![u.vjp(g, inputs[0], y)],
             Op::Binary(b) => {
                 let [ga, gb] = b.vjp(g, inputs[0], inputs[1], y);

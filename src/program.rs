@@ -119,7 +119,7 @@ impl Graph {
         let outputs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
         let mut update_ids = Vec::new();
         for (p, v) in updates {
-            if !matches!(nodes[p.id().index()].op, Op::Param(_)) {
+            if !matches!(nodes[p.id().index()].op, Op::Param { .. }) {
                 return Err(Error::Graph {
                     detail: format!(
                         "only parameters can be updated; %{} is a {}",
@@ -157,7 +157,7 @@ impl Graph {
         let mut params: Vec<NodeId> = live
             .iter()
             .map(|&i| NodeId(i as u32))
-            .filter(|id| matches!(nodes[id.index()].op, Op::Param(_)))
+            .filter(|id| matches!(nodes[id.index()].op, Op::Param { .. }))
             .collect();
         let params_read = vec![true; params.len()];
         let mut params_read = params_read;
@@ -169,7 +169,20 @@ impl Graph {
         }
         let exec = match device {
             Device::Cpu => Exec::Cpu {
-                params: vec![None; params.len()],
+                params: params
+                    .iter()
+                    .map(|p| {
+                        let n = &nodes[p.index()];
+                        matches!(
+                            n.op,
+                            Op::Param {
+                                starts_at_zero: true,
+                                ..
+                            }
+                        )
+                        .then(|| vec![0.0; n.shape.numel()])
+                    })
+                    .collect(),
             },
             Device::Gpu(ctx) => {
                 let plan = schedule::plan(
@@ -190,12 +203,25 @@ impl Graph {
                 )?))
             }
         };
+        // Zero-started parameters have their value already (wgpu zeroes new buffers).
+        let params_set = params
+            .iter()
+            .map(|p| {
+                matches!(
+                    nodes[p.index()].op,
+                    Op::Param {
+                        starts_at_zero: true,
+                        ..
+                    }
+                )
+            })
+            .collect();
         Ok(Program {
             nodes,
             outputs,
             updates: update_ids,
             inputs,
-            params_set: vec![false; params.len()],
+            params_set,
             params,
             params_read,
             exec,
@@ -211,7 +237,7 @@ impl Graph {
         let leaves: Vec<NodeId> = cpu::live_nodes(&nodes, &outs)
             .into_iter()
             .map(|i| NodeId(i as u32))
-            .filter(|id| matches!(nodes[id.index()].op, Op::Input(_) | Op::Param(_)))
+            .filter(|id| matches!(nodes[id.index()].op, Op::Input(_) | Op::Param { .. }))
             .collect();
         let data = match_feeds(&nodes, &leaves, feeds)?;
         let values = leaves
@@ -235,7 +261,7 @@ impl Graph {
                 .collect()
         };
         let inputs = leaves(|op| matches!(op, Op::Input(_)));
-        let params = leaves(|op| matches!(op, Op::Param(_)));
+        let params = leaves(|op| matches!(op, Op::Param { .. }));
         let plan = schedule::plan(
             &Request {
                 nodes: &nodes,
@@ -257,7 +283,7 @@ fn match_feeds<'a, T>(
     feeds: &[(&str, &'a [T])],
 ) -> Result<Vec<&'a [T]>> {
     let name_of = |id: NodeId| match &nodes[id.index()].op {
-        Op::Input(n) | Op::Param(n) => n.as_str(),
+        Op::Input(n) | Op::Param { name: n, .. } => n.as_str(),
         _ => unreachable!("leaves are named"),
     };
     // A name the graph has but this computation does not read is ignored:
@@ -265,7 +291,7 @@ fn match_feeds<'a, T>(
     let in_graph = |name: &str| {
         nodes
             .iter()
-            .any(|n| matches!(&n.op, Op::Input(m) | Op::Param(m) if m == name))
+            .any(|n| matches!(&n.op, Op::Input(m) | Op::Param { name: m, .. } if m == name))
     };
     for (name, _) in feeds {
         if !in_graph(name) {
@@ -414,7 +440,7 @@ impl Program {
     fn param_index(&self, name: &str) -> Result<usize> {
         self.params
             .iter()
-            .position(|p| self.nodes[p.index()].op == Op::Param(name.to_string()))
+            .position(|p| self.nodes[p.index()].op_name_string() == name)
             .ok_or_else(|| Error::UnknownParam {
                 name: name.to_string(),
                 known: self
@@ -452,7 +478,7 @@ impl Node {
     /// The name of an input or parameter node.
     pub(crate) fn op_name_string(&self) -> String {
         match &self.op {
-            Op::Input(n) | Op::Param(n) => n.clone(),
+            Op::Input(n) | Op::Param { name: n, .. } => n.clone(),
             op => op.name().to_string(),
         }
     }

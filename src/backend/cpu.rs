@@ -39,7 +39,7 @@ pub(crate) fn evaluate(
             .map(|j| &nodes[j.index()].shape)
             .collect();
         let v = match &node.op {
-            Op::Input(_) | Op::Param(_) => leaves[&NodeId(i as u32)].clone(),
+            Op::Input(_) | Op::Param { .. } => leaves[&NodeId(i as u32)].clone(),
             _ => eval_op(node, &args, &in_shapes),
         };
         values[i] = Some(v);
@@ -78,7 +78,7 @@ fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
             .collect()
     };
     match &node.op {
-        Op::Input(_) | Op::Param(_) => unreachable!("leaves are given"),
+        Op::Input(_) | Op::Param { .. } => unreachable!("leaves are given"),
         Op::Const(c) => vec![*c],
         Op::Unary(u) => args[0].iter().map(|&x| u.cpu(x)).collect(),
         Op::Binary(b) => args[0]

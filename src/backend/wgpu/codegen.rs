@@ -172,7 +172,7 @@ impl<'a> Emitter<'a> {
                     idx,
                 )
             }
-            Op::Input(_) | Op::Param(_) | Op::Reduce { .. } | Op::Const(_) => {
+            Op::Input(_) | Op::Param { .. } | Op::Reduce { .. } | Op::Const(_) => {
                 unreachable!("{} nodes are stored by the schedule", node.op.name())
             }
         };

@@ -249,7 +249,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
 }
 
 fn is_leaf(op: &Op) -> bool {
-    matches!(op, Op::Input(_) | Op::Param(_))
+    matches!(op, Op::Input(_) | Op::Param { .. })
 }
 
 /// The stored nodes `id`'s expression reads directly (stopping at stored nodes).
