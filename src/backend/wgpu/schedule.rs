@@ -165,9 +165,11 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         let id = NodeId(i as u32);
         if must_store(id) && !stored.contains_key(&id) {
             // A reshape of a stored value is that buffer read another way.
-            if let (Op::Reshape, Some(&src)) = (&nodes[i].op, stored.get(&nodes[i].inputs[0])) {
-                stored.insert(id, src);
-                continue;
+            if nodes[i].op == Op::Reshape {
+                if let Some(&src) = stored.get(&nodes[i].inputs[0]) {
+                    stored.insert(id, src);
+                    continue;
+                }
             }
             let buf = new_buf(nodes[i].shape.numel(), BufKind::Temp);
             stored.insert(id, buf);

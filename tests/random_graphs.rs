@@ -1,0 +1,216 @@
+//! Random well-shaped graphs, GPU against the CPU reference on the value and
+//! every gradient.
+//!
+//! CI runs 300 cases. `WGRAD_PROPTEST_CASES=N` runs N, and
+//! `WGRAD_PROPTEST_SEED=S` starts at seed S; a failing case prints its seed
+//! and its graph, so `WGRAD_PROPTEST_SEED=S WGRAD_PROPTEST_CASES=1` replays it.
+
+mod common;
+use common::*;
+use rand::Rng;
+use wgrad::{Device, Graph, Var};
+
+const DEPTH: usize = 6;
+/// Keep tensors small: every dimension at most this, rank at most 6.
+const MAX_DIM: usize = 4;
+const MAX_RANK: usize = 6;
+
+struct Gen<'g, R: Rng> {
+    g: &'g Graph,
+    r: R,
+    inputs: Vec<Var<'g>>,
+}
+
+impl<'g, R: Rng> Gen<'g, R> {
+    fn shape(&mut self) -> Vec<usize> {
+        let rank = self.r.random_range(0..=3);
+        (0..rank).map(|_| self.r.random_range(1..=MAX_DIM)).collect()
+    }
+
+    fn expr(&mut self, depth: usize) -> Var<'g> {
+        if depth == 0 || self.r.random_bool(0.15) {
+            let k = self.r.random_range(0..self.inputs.len());
+            return self.inputs[k];
+        }
+        let a = self.expr(depth - 1);
+        match self.r.random_range(0..10) {
+            0 | 1 => self.unary(a),
+            2..=4 => {
+                let b = self.expr(depth - 1);
+                self.binary(a, b)
+            }
+            5 | 6 => self.reduce(a),
+            7 | 8 => self.layout(a),
+            _ => self.matmul(a),
+        }
+    }
+
+    /// Unary ops composed so that every value stays in a safe domain.
+    fn unary(&mut self, a: Var<'g>) -> Var<'g> {
+        match self.r.random_range(0..11) {
+            0 => a.tanh(),
+            1 => a.sigmoid(),
+            2 => a.sin(),
+            3 => a.cos(),
+            4 => -a,
+            5 => a.softplus(),
+            6 => a.tanh().square(),
+            7 => a.tanh().exp(),
+            8 => (a.sigmoid() + 0.5).log(),
+            9 => (a.softplus() + 0.1).sqrt(),
+            _ => a.relu() + a.abs() * 0.5,
+        }
+    }
+
+    fn binary(&mut self, a: Var<'g>, b: Var<'g>) -> Var<'g> {
+        // Make the operands broadcast: a reduction to a scalar always does.
+        let b = if wgrad::Shape::broadcast(&a.shape(), &b.shape()).is_some() {
+            b
+        } else {
+            b.mean()
+        };
+        let (a, b) = if self.r.random_bool(0.5) { (a, b) } else { (b, a) };
+        match self.r.random_range(0..7) {
+            0 => a + b,
+            1 => a - b,
+            2 => a * b,
+            3 => a / (b.square() + 1.0),
+            4 => a.max(b),
+            5 => a.min(b),
+            _ => (a.abs() + 0.5).pow(b.tanh()),
+        }
+    }
+
+    fn reduce(&mut self, a: Var<'g>) -> Var<'g> {
+        let rank = a.shape().rank();
+        if rank == 0 {
+            return a;
+        }
+        let axes: Vec<isize> = (0..rank as isize).filter(|_| self.r.random_bool(0.5)).collect();
+        let axes = if axes.is_empty() { vec![0] } else { axes };
+        let keep = self.r.random_bool(0.5);
+        match self.r.random_range(0..5) {
+            0 => a.sum_axes(&axes, keep),
+            1 => a.mean_axes(&axes, keep),
+            2 => a.max_axes(&axes, keep),
+            3 => a.min_axes(&axes, keep),
+            _ => a.logsumexp_axes(&axes, keep),
+        }
+    }
+
+    fn layout(&mut self, a: Var<'g>) -> Var<'g> {
+        let s = a.shape();
+        let rank = s.rank();
+        match self.r.random_range(0..6) {
+            0 if rank >= 2 => {
+                let mut perm: Vec<usize> = (0..rank).collect();
+                for k in (1..rank).rev() {
+                    perm.swap(k, self.r.random_range(0..=k));
+                }
+                a.permute(&perm)
+            }
+            1 if rank < MAX_RANK => {
+                // Split or add a unit dimension, or flatten.
+                if self.r.random_bool(0.5) {
+                    a.reshape([s.numel()])
+                } else {
+                    let mut d = s.0.clone();
+                    d.insert(self.r.random_range(0..=rank), 1);
+                    a.reshape(d)
+                }
+            }
+            2 if rank >= 1 => {
+                let ax = self.r.random_range(0..rank);
+                let n = s.0[ax];
+                let start = self.r.random_range(0..n);
+                let end = self.r.random_range(start + 1..=n);
+                a.slice(ax as isize, start, end)
+            }
+            3 if rank >= 1 => {
+                let ax = self.r.random_range(0..rank);
+                let (before, after) = (self.r.random_range(0..=2), self.r.random_range(0..=2));
+                a.pad(ax as isize, before, after)
+            }
+            4 if rank >= 1 => {
+                let ax = self.r.random_range(0..rank) as isize;
+                Var::concat(&[a, a.sin()], ax)
+            }
+            _ if rank < MAX_RANK => {
+                let mut d = vec![self.r.random_range(1..=3)];
+                d.extend(&s.0);
+                a.broadcast_to(d)
+            }
+            _ => a,
+        }
+    }
+
+    fn matmul(&mut self, a: Var<'g>) -> Var<'g> {
+        if a.shape().rank() >= 2 {
+            // [..., m, k] @ [..., k, m]: the same tensor twice, so gradients add up.
+            a.matmul(a.transpose().tanh())
+        } else {
+            a
+        }
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn random_graphs_match_the_cpu_on_values_and_gradients() {
+    let Some(gpu) = gpu() else { return };
+    let cases = env("WGRAD_PROPTEST_CASES", 300);
+    let first = env("WGRAD_PROPTEST_SEED", 0);
+    for seed in first..first + cases {
+        check(&gpu, seed);
+    }
+}
+
+fn check(gpu: &Device, seed: u64) {
+    let g = Graph::new();
+    let mut gen = Gen {
+        g: &g,
+        r: rng(seed),
+        inputs: Vec::new(),
+    };
+    let count = gen.r.random_range(1..=3);
+    for k in 0..count {
+        let shape = gen.shape();
+        let v = gen.g.input(&format!("x{k}"), shape.as_slice());
+        gen.inputs.push(v);
+    }
+    let depth = gen.r.random_range(1..=DEPTH);
+    let y = gen.expr(depth);
+    let w = g.input("w", y.shape());
+    let loss = (y * w).sum();
+    let inputs = gen.inputs.clone();
+    let mut outputs = vec![y, loss];
+    outputs.extend(g.grad(loss, &inputs));
+    let mut r = rng(seed ^ 0x5eed);
+    let mut data: Vec<(String, Vec<f64>)> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, v)| (format!("x{k}"), sample(&mut r, v.numel(), Domain::Any)))
+        .collect();
+    data.push(("w".into(), sample(&mut r, w.numel(), Domain::Any)));
+    let data = as_f32(&data);
+    let feeds = view(&data);
+    let replay = || format!("seed {seed} (WGRAD_PROPTEST_SEED={seed} WGRAD_PROPTEST_CASES=1); graph:\n{g:?}");
+    let got = g
+        .compile(gpu, &outputs)
+        .and_then(|mut p| p.run(&feeds))
+        .unwrap_or_else(|e| panic!("{e}\n{}", replay()));
+    let want = g.compile(&Device::cpu(), &outputs).unwrap().run(&feeds).unwrap();
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        let (d, i) = worst_diff(a, b);
+        assert!(
+            d <= 1e-3,
+            "output {k} element {i}: gpu {} vs cpu {} (relative {d:.2e})\n{}",
+            a[i],
+            b[i],
+            replay()
+        );
+    }
+}
