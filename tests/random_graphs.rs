@@ -24,7 +24,9 @@ struct Gen<'g, R: Rng> {
 impl<'g, R: Rng> Gen<'g, R> {
     fn shape(&mut self) -> Vec<usize> {
         let rank = self.r.random_range(0..=3);
-        (0..rank).map(|_| self.r.random_range(1..=MAX_DIM)).collect()
+        (0..rank)
+            .map(|_| self.r.random_range(1..=MAX_DIM))
+            .collect()
     }
 
     fn expr(&mut self, depth: usize) -> Var<'g> {
@@ -69,7 +71,11 @@ impl<'g, R: Rng> Gen<'g, R> {
         } else {
             b.mean()
         };
-        let (a, b) = if self.r.random_bool(0.5) { (a, b) } else { (b, a) };
+        let (a, b) = if self.r.random_bool(0.5) {
+            (a, b)
+        } else {
+            (b, a)
+        };
         match self.r.random_range(0..7) {
             0 => a + b,
             1 => a - b,
@@ -86,7 +92,9 @@ impl<'g, R: Rng> Gen<'g, R> {
         if rank == 0 {
             return a;
         }
-        let axes: Vec<isize> = (0..rank as isize).filter(|_| self.r.random_bool(0.5)).collect();
+        let axes: Vec<isize> = (0..rank as isize)
+            .filter(|_| self.r.random_bool(0.5))
+            .collect();
         let axes = if axes.is_empty() { vec![0] } else { axes };
         let keep = self.r.random_bool(0.5);
         match self.r.random_range(0..5) {
@@ -155,7 +163,10 @@ impl<'g, R: Rng> Gen<'g, R> {
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[test]
@@ -197,12 +208,18 @@ fn check(gpu: &Device, seed: u64) {
     data.push(("w".into(), sample(&mut r, w.numel(), Domain::Any)));
     let data = as_f32(&data);
     let feeds = view(&data);
-    let replay = || format!("seed {seed} (WGRAD_PROPTEST_SEED={seed} WGRAD_PROPTEST_CASES=1); graph:\n{g:?}");
+    let replay = || {
+        format!("seed {seed} (WGRAD_PROPTEST_SEED={seed} WGRAD_PROPTEST_CASES=1); graph:\n{g:?}")
+    };
     let got = g
         .compile(gpu, &outputs)
         .and_then(|mut p| p.run(&feeds))
         .unwrap_or_else(|e| panic!("{e}\n{}", replay()));
-    let want = g.compile(&Device::cpu(), &outputs).unwrap().run(&feeds).unwrap();
+    let want = g
+        .compile(&Device::cpu(), &outputs)
+        .unwrap()
+        .run(&feeds)
+        .unwrap();
     for (k, (a, b)) in got.iter().zip(&want).enumerate() {
         let (d, i) = worst_diff(a, b);
         assert!(

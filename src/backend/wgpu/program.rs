@@ -91,6 +91,11 @@ impl GpuProgram {
         }
         let mut kernels = Vec::new();
         for spec in &plan.kernels {
+            log::debug!(
+                "wgrad kernel {}: {} workgroups",
+                spec.label,
+                spec.workgroups
+            );
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&spec.label),
                 source: wgpu::ShaderSource::Wgsl(spec.wgsl.as_str().into()),

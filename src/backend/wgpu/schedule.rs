@@ -192,12 +192,24 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         }
     }
 
+    // Kernels load only what cannot be recomputed: leaves, reductions, and
+    // nodes stored on purpose. A requested output or update value is written
+    // to its buffer, but its consumers recompute it like any element-wise node.
+    let loads: HashMap<NodeId, BufId> = stored
+        .iter()
+        .filter(|(id, _)| {
+            let op = &nodes[id.index()].op;
+            is_leaf(op) || matches!(op, Op::Reduce { .. }) || extra.contains(id)
+        })
+        .map(|(&id, &b)| (id, b))
+        .collect();
+
     // Levels: one more than the stored values a target's expression reads.
     let mut level: HashMap<NodeId, usize> = HashMap::new();
     let mut reads_memo: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let mut by_level: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
     for t in &targets {
-        let l = level_of(t.node, nodes, &stored, &mut level, &mut reads_memo);
+        let l = level_of(t.node, nodes, &loads, &mut level, &mut reads_memo);
         by_level.entry(l).or_default().push(*t);
     }
 
@@ -214,12 +226,12 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .into_iter()
                 .partition(|t| nodes[t.node.index()].shape.numel() == extent);
             elementwise = rest;
-            match reduction(nodes, &stored, r, &riders, limits, &mut buffers)? {
+            match reduction(nodes, &loads, r, &riders, limits, &mut buffers)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
                 Fit::Store(id) => return Ok(Attempt::Store(id)),
                 // Too many buffers with the riders along: they get kernels of their own.
                 Fit::Split => {
-                    match reduction(nodes, &stored, r, &[], limits, &mut buffers)? {
+                    match reduction(nodes, &loads, r, &[], limits, &mut buffers)? {
                         Fit::Kernels(ks) => kernels.extend(ks),
                         Fit::Store(id) => return Ok(Attempt::Store(id)),
                         Fit::Split => unreachable!("a lone target is never split"),
@@ -236,7 +248,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .push(t);
         }
         for (extent, ts) in by_extent {
-            match elementwise_kernels(nodes, &stored, extent, &ts, limits)? {
+            match elementwise_kernels(nodes, &loads, extent, &ts, limits)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
                 Fit::Store(id) => return Ok(Attempt::Store(id)),
                 Fit::Split => unreachable!("elementwise_kernels splits itself"),

@@ -1,0 +1,176 @@
+//! The benchmark workloads of ../shared/anchors (seed, rosenbrock, logreg),
+//! with anchors.py's protocol: data already on the device, two warm-up runs,
+//! then the median of 20 runs, each finished before the clock stops.
+//!
+//! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
+//!     [--sizes 20,24,28] [--backend gpu|cpu] [--json] [--reps 20]
+//!
+//! One JSON line per result (with --json), then a table for people. Bytes
+//! moved come from the program's own accounting of what its kernels read and
+//! write; the floor is the fewest bytes the workload must move.
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+use wgrad::{Device, Graph, Program};
+
+const D: usize = 1024; // logreg features; B = n / D rows
+const LR: f64 = 1e-4;
+
+struct Args {
+    workloads: Vec<String>,
+    sizes: Vec<u32>,
+    backend: String,
+    json: bool,
+    reps: usize,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        workloads: vec!["seed".into(), "rosenbrock".into(), "logreg".into()],
+        sizes: vec![20, 24],
+        backend: "gpu".into(),
+        json: false,
+        reps: 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--workload" => a.workloads = value()?.split(',').map(str::to_string).collect(),
+            "--sizes" => {
+                a.sizes = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--backend" => a.backend = value()?,
+            "--reps" => a.reps = value()?.parse()?,
+            "--json" => a.json = true,
+            "--bench" => {} // passed by `cargo bench`-style runners
+            other => bail!("unknown flag `{other}`"),
+        }
+    }
+    Ok(a)
+}
+
+/// Bytes per element the workload must move at the least (anchors README).
+fn floor_bytes_per_element(workload: &str) -> f64 {
+    match workload {
+        "seed" => 24.0,
+        "rosenbrock" => 8.0,
+        _ => 4.0,
+    }
+}
+
+/// Build a workload's program with its data set on the device.
+fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut normal =
+        |k: usize| -> Vec<f32> { (0..k).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
+    let g = Graph::new();
+    let prog = match workload {
+        "seed" => {
+            // Inputs that stay on the device are parameters that are never updated.
+            let (x, y, z) = (g.param("x", [n]), g.param("y", [n]), g.param("z", [n]));
+            let f = ((x + y) * y.max(z)).sum();
+            let d = g.grad(f, &[x, y, z]);
+            let mut p = g.compile(device, &[f, d[0], d[1], d[2]])?;
+            for name in ["x", "y", "z"] {
+                p.set_param(name, &normal(n))?;
+            }
+            p
+        }
+        "rosenbrock" => {
+            let w = g.param("w", [n]);
+            let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
+            let r = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
+            let dw = g.grad(r, &[w])[0];
+            let mut p = g.compile_with_updates(device, &[], &[(w, w - LR * dw)])?;
+            p.set_param("w", &normal(n))?;
+            p
+        }
+        "logreg" => {
+            let rows = n / D;
+            let x = g.param("X", [rows, D]);
+            let t = g.param("t", [rows, 1]);
+            let v = g.param("v", [D, 1]);
+            let loss = x.matmul(v).logistic_loss(t);
+            let dv = g.grad(loss, &[v])[0];
+            let mut p = g.compile_with_updates(device, &[], &[(v, v - 0.1 * dv)])?;
+            p.set_param("X", &normal(n))?;
+            let signs: Vec<f32> = normal(rows).iter().map(|x| x.signum()).collect();
+            p.set_param("t", &signs)?;
+            p.set_param("v", &vec![0.0; D])?;
+            p
+        }
+        other => bail!("unknown workload `{other}` (seed, rosenbrock or logreg)"),
+    };
+    Ok(prog)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let args = parse()?;
+    let device = match args.backend.as_str() {
+        "gpu" => Device::gpu()?,
+        "cpu" => Device::cpu(),
+        other => bail!("unknown backend `{other}` (gpu or cpu)"),
+    };
+    let adapter = device.describe();
+    eprintln!("device: {adapter}");
+    let mut table = Vec::new();
+    for &logn in &args.sizes {
+        for w in &args.workloads {
+            let n = 1usize << logn;
+            let mut prog = match build(w, n, &device) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{w} 2^{logn}: {e}");
+                    continue;
+                }
+            };
+            let run = |p: &mut Program| -> Result<f64> {
+                let t = Instant::now();
+                p.step(&[])?;
+                p.wait()?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            };
+            run(&mut prog)?;
+            run(&mut prog)?;
+            let times = (0..args.reps)
+                .map(|_| run(&mut prog))
+                .collect::<Result<Vec<_>>>()?;
+            let ms = median(times);
+            let s = prog.stats();
+            let bytes = s.bytes_read + s.bytes_written;
+            let per_elem = bytes as f64 / n as f64;
+            if args.json {
+                println!(
+                    "{{\"workload\": \"{w}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_n\": {logn}, \"ms_median\": {ms:.4}, \"dispatches\": {}, \"bytes_moved\": {bytes}, \"bytes_per_element\": {per_elem:.3}, \"floor_bytes_per_element\": {}, \"device_bytes_held\": {}}}",
+                    args.backend,
+                    s.dispatches,
+                    floor_bytes_per_element(w),
+                    s.bytes_held
+                );
+            }
+            table.push(format!(
+                "| {w} | 2^{logn} | {ms:.3} | {} | {per_elem:.2} | {:.0} | {:.1} |",
+                s.dispatches,
+                floor_bytes_per_element(w),
+                bytes as f64 / ms / 1e6
+            ));
+        }
+    }
+    println!("\ndevice: {adapter}");
+    println!("| workload | n | ms (median) | dispatches | bytes/element | floor | GB/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for row in table {
+        println!("{row}");
+    }
+    Ok(())
+}
