@@ -20,7 +20,12 @@ fn main() -> Result<()> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "--points" => points = it.next().context("--points needs a value")?.parse::<f64>()? as usize,
+            "--points" => {
+                points = it
+                    .next()
+                    .context("--points needs a value")?
+                    .parse::<f64>()? as usize
+            }
             "--backend" => backend = it.next().context("--backend needs a value")?,
             other => bail!("unknown flag `{other}`"),
         }
@@ -32,17 +37,27 @@ fn main() -> Result<()> {
     };
     println!("device: {}", device.describe());
     let functions: [(&str, Function); 2] = [
-        ("the slide's f = (x+y)·max(y,z)", |x, y, z| (x + y) * y.max(z)),
+        ("the slide's f = (x+y)·max(y,z)", |x, y, z| {
+            (x + y) * y.max(z)
+        }),
         ("g = sin(x·y) + exp(−z²)·x / (1 + y²)", |x, y, z| {
             (x * y).sin() + (-z.square()).exp() * x / (1.0 + y.square())
         }),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let mut data = || (0..points).map(|_| rng.random_range(-2.0f32..2.0)).collect::<Vec<f32>>();
+    let mut data = || {
+        (0..points)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect::<Vec<f32>>()
+    };
     let (xs, ys, zs) = (data(), data(), data());
     for (name, f) in functions {
         let g = Graph::new();
-        let (x, y, z) = (g.input("x", [points]), g.input("y", [points]), g.input("z", [points]));
+        let (x, y, z) = (
+            g.input("x", [points]),
+            g.input("y", [points]),
+            g.input("z", [points]),
+        );
         let total = f(x, y, z).sum();
         let grads = g.grad(total, &[x, y, z]);
         let mut prog = g.compile(&device, &grads)?;
@@ -57,11 +72,15 @@ fn main() -> Result<()> {
         let pick = |v: &[f32]| sample.iter().map(|&i| v[i]).collect::<Vec<f32>>();
         let (sx, sy, sz) = (pick(&xs), pick(&ys), pick(&zs));
         let gs = Graph::new();
-        let (a, b, c) = (gs.input("x", [sample.len()]), gs.input("y", [sample.len()]), gs.input("z", [sample.len()]));
+        let (a, b, c) = (
+            gs.input("x", [sample.len()]),
+            gs.input("y", [sample.len()]),
+            gs.input("z", [sample.len()]),
+        );
         let ds = gs.grad(f(a, b, c).sum(), &[a, b, c]);
-        let reference = gs
-            .compile(&Device::cpu(), &ds)?
-            .run(&[("x", &sx), ("y", &sy), ("z", &sz)])?;
+        let reference =
+            gs.compile(&Device::cpu(), &ds)?
+                .run(&[("x", &sx), ("y", &sy), ("z", &sz)])?;
         let mut worst = 0.0f64;
         for (k, r) in reference.iter().enumerate() {
             for (j, &i) in sample.iter().enumerate() {
@@ -75,8 +94,13 @@ fn main() -> Result<()> {
             secs * 1e3,
             points as f64 / secs
         );
-        println!("  at the point 0: ∇ = ({}, {}, {})", out[0][0], out[1][0], out[2][0]);
-        println!("  largest relative difference from the CPU reference on 1000 points: {worst:.2e}");
+        println!(
+            "  at the point 0: ∇ = ({}, {}, {})",
+            out[0][0], out[1][0], out[2][0]
+        );
+        println!(
+            "  largest relative difference from the CPU reference on 1000 points: {worst:.2e}"
+        );
         if worst > 1e-4 {
             bail!("the GPU disagrees with the CPU reference");
         }

@@ -77,6 +77,14 @@ impl<'a> Emitter<'a> {
         format!("{prefix}{}", self.next)
     }
 
+    /// The statements emitted so far; the next ones start a fresh scope
+    /// (nothing emitted before is reused after).
+    pub fn take_body(&mut self) -> String {
+        self.memo.clear();
+        self.index_memo.clear();
+        std::mem::take(&mut self.body)
+    }
+
     /// A name for the u32 index expression `expr` (shared when repeated).
     pub fn index(&mut self, expr: String) -> String {
         if let Some(v) = self.index_memo.get(&expr) {

@@ -15,12 +15,14 @@ use super::device::GpuLimits;
 use crate::backend::cpu::live_nodes;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId};
-use crate::ops::{f32_literal, Op, ReduceOp};
+use crate::ops::{f32_literal, BinaryOp, Op, ReduceOp};
+use crate::shape::Shape;
 use crate::shape::StridedMap;
 use std::collections::{BTreeMap, HashMap};
 
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const WORKGROUP: usize = 256;
 /// A reduction splits each output into chunks of about this many elements
 /// when it has too few outputs to fill the device.
@@ -226,6 +228,16 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .into_iter()
                 .partition(|t| nodes[t.node.index()].shape.numel() == extent);
             elementwise = rest;
+            if let Some(form) = matmul_form(nodes, r.node) {
+                // A matrix product has its own iteration space: no riders.
+                elementwise.extend(riders);
+                match matmul_kernel(nodes, &loads, r, &form, limits)? {
+                    Fit::Kernels(ks) => kernels.extend(ks),
+                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    Fit::Split => unreachable!("a lone target is never split"),
+                }
+                continue;
+            }
             match reduction(nodes, &loads, r, &riders, limits, &mut buffers)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
                 Fit::Store(id) => return Ok(Attempt::Store(id)),
@@ -550,4 +562,155 @@ fn reduce_kernel(
         bindings: e.bindings.clone(),
         workgroups: dispatch_count(slots, 1, limits),
     })
+}
+
+/// A sum over consecutive axes (together `k`) of a product `p · q` where `p`
+/// is constant along axis `n` and `q` along axis `m`: a (batched) matrix
+/// product, as `matmul` and its gradients record it. The other axes are
+/// batch axes.
+struct MatmulForm {
+    p: NodeId,
+    q: NodeId,
+    m: usize,
+    n: usize,
+    /// The last reduced axis: its stride steps through all of them.
+    k: usize,
+    /// The number of terms in each sum.
+    depth: usize,
+    batch: Vec<usize>,
+    shape: Shape,
+}
+
+fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
+    let node = &nodes[id.index()];
+    let Op::Reduce {
+        op: ReduceOp::Sum,
+        axes,
+    } = &node.op
+    else {
+        return None;
+    };
+    let prod = &nodes[node.inputs[0].index()];
+    // Consecutive reduced axes are one axis of the row-major layout (the
+    // batched gradient of a broadcast operand sums over batch and rows).
+    let consecutive = axes.windows(2).all(|w| w[1] == w[0] + 1);
+    if !consecutive || prod.op != Op::Binary(BinaryOp::Mul) || prod.shape.rank() < axes.len() + 2 {
+        return None;
+    }
+    let shape = prod.shape.clone();
+    let k = *axes.last().expect("a reduction has axes");
+    let reduced = |x: usize| axes.contains(&x);
+    // Whether `v` is a broadcast that does not vary along `axis`.
+    let flat = |v: NodeId, axis: usize| {
+        let n = &nodes[v.index()];
+        if n.op != Op::Broadcast {
+            return false;
+        }
+        let input = &nodes[n.inputs[0].index()].shape;
+        let shift = shape.rank() - input.rank();
+        axis < shift || input.0[axis - shift] == 1
+    };
+    let [a, b] = [prod.inputs[0], prod.inputs[1]];
+    for (p, q) in [(a, b), (b, a)] {
+        let candidates = |f: &dyn Fn(usize) -> bool| {
+            (0..shape.rank())
+                .filter(|&x| !reduced(x) && f(x))
+                .collect::<Vec<_>>()
+        };
+        let ms = candidates(&|x| flat(q, x) && !flat(p, x));
+        let ns = candidates(&|x| flat(p, x) && !flat(q, x));
+        if let (Some(&m), Some(&n)) = (ms.last(), ns.last()) {
+            // Skinny products (a matrix times a vector) go to the plain reduction.
+            if shape.0[m] < 2 || shape.0[n] < 2 {
+                return None;
+            }
+            let batch = (0..shape.rank())
+                .filter(|&x| x != m && x != n && !reduced(x))
+                .collect();
+            let depth = axes.iter().map(|&x| shape.0[x]).product();
+            return Some(MatmulForm {
+                p,
+                q,
+                m,
+                n,
+                k,
+                depth,
+                batch,
+                shape,
+            });
+        }
+    }
+    None
+}
+
+fn matmul_kernel(
+    nodes: &[Node],
+    loads: &HashMap<NodeId, BufId>,
+    target: Target,
+    f: &MatmulForm,
+    limits: &GpuLimits,
+) -> Result<Fit> {
+    let strides = f.shape.strides();
+    let out_strides = nodes[target.node.index()].shape.strides();
+    let batch_dims: Vec<usize> = f.batch.iter().map(|&x| f.shape.0[x]).collect();
+    let batch_map = |st: &[usize]| StridedMap {
+        out_dims: batch_dims.clone(),
+        src_strides: f.batch.iter().map(|&x| st[x]).collect(),
+        offset: 0,
+    };
+    let mut e = Emitter::new(nodes, loads, 4);
+    let a_value = e.value(f.p, "idx");
+    let a_body = e.take_body();
+    let b_value = e.value(f.q, "idx");
+    let b_body = e.take_body();
+    let dst = e.binding(target.buf, true);
+    if let Some(fit) = fits(&e, nodes, loads, &[target.node], limits) {
+        return Ok(fit);
+    }
+    let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
+    let batch: usize = batch_dims.iter().product();
+    let base = |st: &[usize]| strided_expr(&batch_map(st), "batch");
+    let label = format!("matmul[{batch}x{m}x{k}x{n}] -> %{}", target.node.index());
+    let wgsl = fill(
+        MATMUL,
+        &[
+            ("BINDINGS", &e.declarations()),
+            ("M", &m.to_string()),
+            ("N", &n.to_string()),
+            ("K", &k.to_string()),
+            ("BATCH", &batch.to_string()),
+            ("A_BATCH", &base(&strides)),
+            ("B_BATCH", &base(&strides)),
+            (
+                "A_OFFSET",
+                &format!("row * {}u + ka * {}u", strides[f.m], strides[f.k]),
+            ),
+            (
+                "B_OFFSET",
+                &format!("kb * {}u + col * {}u", strides[f.k], strides[f.n]),
+            ),
+            ("A_BODY", &a_body),
+            ("A_VALUE", &a_value),
+            ("B_BODY", &b_body),
+            ("B_VALUE", &b_value),
+            ("DST", &dst),
+            (
+                "OUT_INDEX",
+                &format!(
+                    "{} + row * {}u + col * {}u",
+                    base(&out_strides),
+                    out_strides[f.m],
+                    out_strides[f.n]
+                ),
+            ),
+        ],
+    );
+    validate(&wgsl)?;
+    let tiles = batch * m.div_ceil(16) * n.div_ceil(16);
+    Ok(Fit::Kernels(vec![KernelSpec {
+        label,
+        wgsl,
+        bindings: e.bindings,
+        workgroups: dispatch_count(tiles, 1, limits),
+    }]))
 }
