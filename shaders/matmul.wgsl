@@ -60,7 +60,7 @@ fn main(
             workgroupBarrier();
         }
         if (row < M && col < N) {
-            {{DST}}[{{OUT_INDEX}}] = acc;
+            {{STORE}}
         }
     }
 }

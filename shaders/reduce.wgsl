@@ -53,7 +53,7 @@ fn main(
             workgroupBarrier();
         }
         if (lid == 0u) {
-            {{DST}}[slot] = scratch[0];
+            {{STORE}}
         }
         workgroupBarrier();
     }

@@ -67,3 +67,81 @@ fn few_workgroups_per_dispatch() {
         .unwrap();
     assert_close("grid-stride", &got, &want, 1e-3);
 }
+
+#[test]
+fn tensors_larger_than_one_binding_are_split() {
+    // 64 KiB bindings: every tensor over 16,384 elements spans several.
+    let Some(dev) = small_gpu(GpuOptions {
+        max_storage_binding: Some(64 << 10),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let mut r = rng(9);
+    let n = 100_003;
+    let g = Graph::new();
+    let (x, y, z) = (g.input("x", [n]), g.input("y", [n]), g.input("z", [n]));
+    let f = ((x + y) * y.max(z)).sum();
+    let m = g.input("m", [300, 200]);
+    let b = g.input("b", [200, 90]);
+    let mm = (m.tanh().matmul(b) * 0.1).sin().sum()
+        + m.max_axes(&[0], false).sum()
+        + m.logsumexp_axes(&[1], false).sum();
+    let mut outputs = vec![f, mm];
+    outputs.extend(g.grad(f + mm, &[x, y, z, m, b]));
+    let data = as_f32(&[
+        ("x".into(), sample(&mut r, n, Domain::Any)),
+        ("y".into(), sample(&mut r, n, Domain::Any)),
+        ("z".into(), sample(&mut r, n, Domain::Any)),
+        ("m".into(), sample(&mut r, 300 * 200, Domain::Any)),
+        ("b".into(), sample(&mut r, 200 * 90, Domain::Any)),
+    ]);
+    let mut p = g.compile(&dev, &outputs).unwrap();
+    let split = p
+        .kernels_wgsl()
+        .iter()
+        .filter(|k| k.contains("fn ld_t"))
+        .count();
+    assert!(
+        split >= 2,
+        "tensors over one binding are read through their parts"
+    );
+    let got = p.run(&view(&data)).unwrap();
+    let want = g
+        .compile(&Device::cpu(), &outputs)
+        .unwrap()
+        .run(&view(&data))
+        .unwrap();
+    assert_close("split bindings", &got, &want, 1e-3);
+}
+
+#[test]
+fn parameters_larger_than_one_binding_update_in_place() {
+    let Some(dev) = small_gpu(GpuOptions {
+        max_storage_binding: Some(64 << 10),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let n = 70_001;
+    let g = Graph::new();
+    let w = g.param("w", [n]);
+    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
+    let loss = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
+    let updates = wgrad::Optimizer::adam(1e-2).minimize(loss, &[w]);
+    let w0: Vec<f32> = sample(&mut rng(10), n, Domain::Any)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let mut results = Vec::new();
+    for device in [dev, Device::cpu()] {
+        let mut p = g.compile_with_updates(&device, &[loss], &updates).unwrap();
+        p.set_param("w", &w0).unwrap();
+        for _ in 0..5 {
+            p.step(&[]).unwrap();
+        }
+        results.push((p.run(&[]).unwrap(), p.param("w").unwrap()));
+    }
+    assert_close("loss", &results[0].0, &results[1].0, 1e-3);
+    assert_close("w", &[results[0].1.clone()], &[results[1].1.clone()], 1e-4);
+}

@@ -71,30 +71,45 @@ pub(crate) fn live_nodes(nodes: &[Node], outputs: &[NodeId]) -> Vec<usize> {
     (0..nodes.len()).filter(|&i| live[i]).collect()
 }
 
+/// `f(i)` for `i` in `0..n`, split over the machine's cores when `n` is large
+/// (each element is computed alone, so the result does not depend on the split).
+fn par_map(n: usize, f: impl Fn(usize) -> f64 + Sync) -> Vec<f64> {
+    const MIN_PER_THREAD: usize = 1 << 15;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let threads = threads.min(n / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
+    let mut out = vec![0.0; n];
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (k, part) in out.chunks_mut(per).enumerate() {
+            let f = &f;
+            s.spawn(move || {
+                for (j, o) in part.iter_mut().enumerate() {
+                    *o = f(k * per + j);
+                }
+            });
+        }
+    });
+    out
+}
+
 fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
-    let gather = |m: StridedMap| -> Vec<f64> {
-        (0..node.shape.numel())
-            .map(|i| args[0][m.source(i)])
-            .collect()
-    };
+    let n = node.shape.numel();
+    let gather = |m: StridedMap| -> Vec<f64> { par_map(n, |i| args[0][m.source(i)]) };
     match &node.op {
         Op::Input(_) | Op::Param { .. } => unreachable!("leaves are given"),
         Op::Const(c) => vec![*c],
-        Op::Unary(u) => args[0].iter().map(|&x| u.cpu(x)).collect(),
-        Op::Binary(b) => args[0]
-            .iter()
-            .zip(args[1])
-            .map(|(&x, &y)| b.cpu(x, y))
-            .collect(),
-        Op::Select => (0..node.shape.numel())
-            .map(|i| {
-                if args[0][i] != 0.0 {
-                    args[1][i]
-                } else {
-                    args[2][i]
-                }
-            })
-            .collect(),
+        Op::Unary(u) => par_map(n, |i| u.cpu(args[0][i])),
+        Op::Binary(b) => par_map(n, |i| b.cpu(args[0][i], args[1][i])),
+        Op::Select => par_map(n, |i| {
+            if args[0][i] != 0.0 {
+                args[1][i]
+            } else {
+                args[2][i]
+            }
+        }),
         Op::Reduce { op, axes } => {
             // Each input element folds into the output element it lands on,
             // in index order (a fixed order: the same bits every run).
@@ -123,11 +138,9 @@ fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
             *start,
             node.shape.0[*axis],
         )),
-        Op::Pad { axis, before } => (0..node.shape.numel())
-            .map(|i| {
-                pad_source(in_shapes[0], *axis, *before, node.shape.0[*axis], i)
-                    .map_or(0.0, |s| args[0][s])
-            })
-            .collect(),
+        Op::Pad { axis, before } => par_map(n, |i| {
+            pad_source(in_shapes[0], *axis, *before, node.shape.0[*axis], i)
+                .map_or(0.0, |s| args[0][s])
+        }),
     }
 }

@@ -9,7 +9,7 @@
 //! two indices is recomputed rather than stored. Values are shared within a
 //! kernel by (node, index).
 
-use super::schedule::BufId;
+use super::schedule::{BufId, BufSpec};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, Op, WGSL_PRELUDE};
 use crate::shape::{Shape, StridedMap};
@@ -25,8 +25,10 @@ pub(crate) struct Emitter<'a> {
     nodes: &'a [Node],
     /// Which buffer holds each materialised node.
     stored: &'a HashMap<NodeId, BufId>,
-    /// The buffers this kernel binds, in binding order, and whether it writes them.
-    pub bindings: Vec<(BufId, bool)>,
+    /// How many elements each buffer holds, and how many fit one binding.
+    layout: Layout<'a>,
+    /// The buffers this kernel uses, in first-use order, and whether it writes them.
+    used: Vec<(BufId, bool)>,
     pub body: String,
     indent: usize,
     memo: HashMap<(NodeId, String), String>,
@@ -38,11 +40,17 @@ pub(crate) struct Emitter<'a> {
 }
 
 impl<'a> Emitter<'a> {
-    pub fn new(nodes: &'a [Node], stored: &'a HashMap<NodeId, BufId>, indent: usize) -> Self {
+    pub fn new(
+        nodes: &'a [Node],
+        stored: &'a HashMap<NodeId, BufId>,
+        layout: Layout<'a>,
+        indent: usize,
+    ) -> Self {
         Emitter {
             nodes,
             stored,
-            bindings: Vec::new(),
+            layout,
+            used: Vec::new(),
             body: String::new(),
             indent,
             memo: HashMap::new(),
@@ -53,19 +61,39 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// The WGSL name of buffer `buf` in this kernel, binding it on first use.
-    pub fn binding(&mut self, buf: BufId, write: bool) -> String {
-        let slot = match self.bindings.iter().position(|&(b, _)| b == buf) {
-            Some(k) => {
-                self.bindings[k].1 |= write;
-                k
-            }
-            None => {
-                self.bindings.push((buf, write));
-                self.bindings.len() - 1
-            }
-        };
-        format!("b{slot}")
+    fn use_buffer(&mut self, buf: BufId, write: bool) {
+        match self.used.iter_mut().find(|(b, _)| *b == buf) {
+            Some(u) => u.1 |= write,
+            None => self.used.push((buf, write)),
+        }
+    }
+
+    /// An expression loading element `idx` of buffer `buf`.
+    pub fn load(&mut self, buf: BufId, idx: &str) -> String {
+        self.use_buffer(buf, false);
+        if self.layout.parts(buf) == 1 {
+            format!("t{buf}[{idx}]")
+        } else {
+            format!("ld_t{buf}({idx})")
+        }
+    }
+
+    /// A statement storing `value` into element `idx` of buffer `buf`.
+    pub fn store_statement(&mut self, buf: BufId, idx: &str, value: &str) -> String {
+        self.use_buffer(buf, true);
+        if self.layout.parts(buf) == 1 {
+            format!("t{buf}[{idx}] = {value};")
+        } else {
+            format!("st_t{buf}({idx}, {value});")
+        }
+    }
+
+    /// The bindings, in binding order: each buffer's parts, and whether the kernel writes it.
+    pub fn bindings(&self) -> Vec<(BufId, usize, bool)> {
+        self.used
+            .iter()
+            .flat_map(|&(b, w)| (0..self.layout.parts(b)).map(move |p| (b, p, w)))
+            .collect()
     }
 
     fn line(&mut self, s: &str) {
@@ -98,8 +126,8 @@ impl<'a> Emitter<'a> {
 
     /// Store `value` into element `idx` of buffer `buf`.
     pub fn store(&mut self, buf: BufId, idx: &str, value: &str) {
-        let b = self.binding(buf, true);
-        self.line(&format!("{b}[{idx}] = {value};"));
+        let st = self.store_statement(buf, idx, value);
+        self.line(&st);
     }
 
     /// The value of node `id` at flat index `idx` (a WGSL u32 expression).
@@ -123,9 +151,9 @@ impl<'a> Emitter<'a> {
             return v.clone();
         }
         if let (Some(&buf), true) = (self.stored.get(&id), load_stored) {
-            let b = self.binding(buf, false);
+            let x = self.load(buf, idx);
             let v = self.fresh("v");
-            self.line(&format!("let {v}: f32 = {b}[{idx}];"));
+            self.line(&format!("let {v}: f32 = {x};"));
             self.memo.insert(key, v.clone());
             return v;
         }
@@ -240,17 +268,71 @@ impl<'a> Emitter<'a> {
         v
     }
 
-    /// The `@binding` declarations for the buffers used.
+    /// The `@binding` declarations for the buffers used; a buffer split over
+    /// several bindings gets functions that pick the part by index.
     pub fn declarations(&self) -> String {
         let mut s = String::new();
-        for (k, &(_, write)) in self.bindings.iter().enumerate() {
+        let mut slot = 0;
+        for &(buf, write) in &self.used {
             let access = if write { "read_write" } else { "read" };
+            let parts = self.layout.parts(buf);
+            if parts == 1 {
+                let _ = writeln!(
+                    s,
+                    "@group(0) @binding({slot}) var<storage, {access}> t{buf}: array<f32>;"
+                );
+                slot += 1;
+                continue;
+            }
+            for p in 0..parts {
+                let _ = writeln!(
+                    s,
+                    "@group(0) @binding({slot}) var<storage, {access}> t{buf}_{p}: array<f32>;"
+                );
+                slot += 1;
+            }
+            let (shift, mask) = (self.layout.chunk.trailing_zeros(), self.layout.chunk - 1);
+            let arms = |body: &dyn Fn(usize) -> String| {
+                (0..parts)
+                    .map(|p| {
+                        let label = if p + 1 == parts {
+                            "default".to_string()
+                        } else {
+                            format!("case {p}u")
+                        };
+                        format!("        {label}: {{ {} }}\n", body(p))
+                    })
+                    .collect::<String>()
+            };
             let _ = writeln!(
                 s,
-                "@group(0) @binding({k}) var<storage, {access}> b{k}: array<f32>;"
+                "fn ld_t{buf}(i: u32) -> f32 {{\n    switch (i >> {shift}u) {{\n{}    }}\n}}",
+                arms(&|p| format!("return t{buf}_{p}[i & {mask}u];"))
             );
+            if write {
+                let _ = writeln!(
+                    s,
+                    "fn st_t{buf}(i: u32, v: f32) {{\n    switch (i >> {shift}u) {{\n{}    }}\n}}",
+                    arms(&|p| format!("t{buf}_{p}[i & {mask}u] = v;"))
+                );
+            }
         }
         s
+    }
+}
+
+/// The size of every buffer, and how many elements one binding may hold.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout<'a> {
+    pub buffers: &'a [BufSpec],
+    /// Elements per binding: a power of two, so the part is `i >> log2(chunk)`.
+    pub chunk: usize,
+}
+
+impl Layout<'_> {
+    /// How many bindings buffer `buf` takes.
+    pub fn parts(&self, buf: BufId) -> usize {
+        self.buffers[buf].parts(self.chunk)
     }
 }
 

@@ -19,9 +19,9 @@ struct Kernel {
 pub(crate) struct GpuProgram {
     ctx: Arc<GpuContext>,
     plan: Plan,
-    /// The buffer behind each planned buffer, for parity 0 and parity 1
-    /// (the same buffer unless it is a parameter's current/next pair).
-    buffers: Vec<[Arc<wgpu::Buffer>; 2]>,
+    /// The buffers behind each planned buffer (one per part), for parity 0
+    /// and parity 1 (the same unless it is a parameter's current/next pair).
+    buffers: Vec<Vec<[Arc<wgpu::Buffer>; 2]>>,
     kernels: Vec<Kernel>,
     /// Readback buffers for the outputs.
     staging: Vec<wgpu::Buffer>,
@@ -44,21 +44,29 @@ impl GpuProgram {
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
-        let make = |numel: usize, label: &str| {
-            Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: (numel.max(1) * 4) as u64,
-                usage,
-                mapped_at_creation: false,
-            }))
+        // A planned buffer larger than one binding is made of parts of
+        // `plan.chunk` elements.
+        let chunk = plan.chunk;
+        let make = |numel: usize, label: &str| -> Vec<Arc<wgpu::Buffer>> {
+            (0..numel.div_ceil(chunk).max(1))
+                .map(|p| {
+                    let len = (numel - (p * chunk).min(numel)).min(chunk);
+                    Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: (len.max(1) * 4) as u64,
+                        usage,
+                        mapped_at_creation: false,
+                    }))
+                })
+                .collect()
         };
         let mut bytes_held = 0u64;
-        let mut buffers: Vec<[Arc<wgpu::Buffer>; 2]> = Vec::new();
+        let mut buffers: Vec<Vec<[Arc<wgpu::Buffer>; 2]>> = Vec::new();
         // A parameter's current and next buffers are made together.
-        let mut param_pairs: Vec<Option<[Arc<wgpu::Buffer>; 2]>> = Vec::new();
+        let mut param_pairs: Vec<Option<[Vec<Arc<wgpu::Buffer>>; 2]>> = Vec::new();
         for (k, b) in plan.buffers.iter().enumerate() {
             bytes_held += (b.numel.max(1) * 4) as u64;
-            let pair = match b.kind {
+            let [now, then] = match b.kind {
                 BufKind::Param { index, next } => {
                     if param_pairs.len() <= index {
                         param_pairs.resize(index + 1, None);
@@ -83,11 +91,11 @@ impl GpuProgram {
                     }
                 }
                 _ => {
-                    let buf = make(b.numel, &format!("buffer {k}"));
-                    [buf.clone(), buf]
+                    let parts = make(b.numel, &format!("buffer {k}"));
+                    [parts.clone(), parts]
                 }
             };
-            buffers.push(pair);
+            buffers.push(now.into_iter().zip(then).map(|(a, b)| [a, b]).collect());
         }
         let mut kernels = Vec::new();
         for spec in &plan.kernels {
@@ -116,9 +124,9 @@ impl GpuProgram {
                         .bindings
                         .iter()
                         .enumerate()
-                        .map(|(slot, &(buf, _))| wgpu::BindGroupEntry {
+                        .map(|(slot, &(buf, part, _))| wgpu::BindGroupEntry {
                             binding: slot as u32,
-                            resource: buffers[buf][p].as_entire_binding(),
+                            resource: buffers[buf][part][p].as_entire_binding(),
                         })
                         .collect();
                     device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -168,14 +176,9 @@ impl GpuProgram {
         })
     }
 
-    fn buffer_of(&self, id: NodeId) -> &wgpu::Buffer {
-        &self.buffers[self.plan.stored[&id]][self.parity]
-    }
-
-    /// The current buffer of the k-th parameter.
-    fn param_buffer(&self, k: usize) -> &wgpu::Buffer {
-        let b = self
-            .plan
+    /// The planned buffer holding the k-th parameter's current value.
+    fn param_buffer(&self, k: usize) -> usize {
+        self.plan
             .buffers
             .iter()
             .position(|b| {
@@ -185,36 +188,53 @@ impl GpuProgram {
                         next: false,
                     }
             })
-            .expect("every parameter has a buffer");
-        &self.buffers[b][self.parity]
+            .expect("every parameter has a buffer")
     }
 
-    fn input_buffer(&self, k: usize) -> &wgpu::Buffer {
-        let b = self
-            .plan
+    fn input_buffer(&self, k: usize) -> usize {
+        self.plan
             .buffers
             .iter()
             .position(|b| b.kind == BufKind::Input(k))
-            .expect("every input has a buffer");
-        &self.buffers[b][0]
+            .expect("every input has a buffer")
+    }
+
+    /// Write `data` into planned buffer `buf`, part by part.
+    fn write(&self, buf: usize, data: &[f32]) {
+        for (part, slice) in self.buffers[buf].iter().zip(data.chunks(self.plan.chunk)) {
+            self.ctx
+                .queue
+                .write_buffer(&part[self.parity], 0, bytemuck::cast_slice(slice));
+        }
+    }
+
+    /// Record copies of planned buffer `buf` into `staging`, part by part.
+    fn copy_out(&self, enc: &mut wgpu::CommandEncoder, buf: usize, staging: &wgpu::Buffer) {
+        for (p, part) in self.buffers[buf].iter().enumerate() {
+            let src = &part[self.parity];
+            let offset = (p * self.plan.chunk * 4) as u64;
+            enc.copy_buffer_to_buffer(src, 0, staging, offset, src.size());
+        }
+    }
+
+    fn staging(&self, numel: usize) -> wgpu::Buffer {
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: (numel.max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     pub fn set_param(&mut self, k: usize, data: &[f32]) {
-        self.ctx
-            .queue
-            .write_buffer(self.param_buffer(k), 0, bytemuck::cast_slice(data));
+        self.write(self.param_buffer(k), data);
     }
 
     pub fn param(&self, k: usize) -> Result<Vec<f32>> {
         let buf = self.param_buffer(k);
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("param readback"),
-            size: buf.size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging(self.plan.buffers[buf].numel);
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
+        self.copy_out(&mut enc, buf, &staging);
         self.ctx.queue.submit([enc.finish()]);
         let mut out = self.read(&[&staging])?;
         Ok(out.pop().expect("one buffer read"))
@@ -223,9 +243,7 @@ impl GpuProgram {
     /// One run: inputs in the program's input order; outputs read back if asked.
     pub fn run(&mut self, inputs: &[&[f32]], read_back: bool) -> Result<Vec<Vec<f32>>> {
         for (k, data) in inputs.iter().enumerate() {
-            self.ctx
-                .queue
-                .write_buffer(self.input_buffer(k), 0, bytemuck::cast_slice(data));
+            self.write(self.input_buffer(k), data);
         }
         let mut enc = self
             .ctx
@@ -248,8 +266,7 @@ impl GpuProgram {
         }
         if read_back {
             for (o, staging) in self.outputs.iter().zip(&self.staging) {
-                let src = self.buffer_of(*o);
-                enc.copy_buffer_to_buffer(src, 0, staging, 0, staging.size());
+                self.copy_out(&mut enc, self.plan.stored[o], staging);
             }
         }
         self.ctx.queue.submit([enc.finish()]);
@@ -310,8 +327,10 @@ impl GpuProgram {
             ..Default::default()
         };
         for k in &self.plan.kernels {
-            for &(b, write) in &k.bindings {
-                let bytes = self.plan.buffers[b].numel as u64 * 4;
+            for &(b, part, write) in &k.bindings {
+                let numel = self.plan.buffers[b].numel;
+                let bytes =
+                    (numel - (part * self.plan.chunk).min(numel)).min(self.plan.chunk) as u64 * 4;
                 if write {
                     s.bytes_written += bytes;
                 } else {

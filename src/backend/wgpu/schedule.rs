@@ -10,7 +10,7 @@
 //! the same extent as a reduction's operand is written by that reduction's
 //! first pass (which visits every operand index exactly once).
 
-use super::codegen::{fill, strided_expr, validate, Emitter};
+use super::codegen::{fill, strided_expr, validate, Emitter, Layout};
 use super::device::GpuLimits;
 use crate::backend::cpu::live_nodes;
 use crate::error::{Error, Result};
@@ -52,13 +52,20 @@ pub(crate) struct BufSpec {
     pub kind: BufKind,
 }
 
+impl BufSpec {
+    /// How many buffers of `chunk` elements hold this one.
+    pub fn parts(&self, chunk: usize) -> usize {
+        self.numel.div_ceil(chunk).max(1)
+    }
+}
+
 /// One compute dispatch.
 #[derive(Clone, Debug)]
 pub(crate) struct KernelSpec {
     pub label: String,
     pub wgsl: String,
-    /// Buffers in binding order, and whether the kernel writes them.
-    pub bindings: Vec<(BufId, bool)>,
+    /// Bindings in order: a buffer, which of its parts, and whether the kernel writes it.
+    pub bindings: Vec<(BufId, usize, bool)>,
     pub workgroups: u32,
 }
 
@@ -66,6 +73,8 @@ pub(crate) struct KernelSpec {
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
     pub buffers: Vec<BufSpec>,
+    /// Elements per binding; a larger buffer is split into parts of this size.
+    pub chunk: usize,
     pub kernels: Vec<KernelSpec>,
     /// Where each stored node's value lives after a run.
     pub stored: HashMap<NodeId, BufId>,
@@ -179,13 +188,6 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         }
     }
     for b in &buffers {
-        let bytes = b.numel as u64 * 4;
-        if bytes > limits.max_storage_binding {
-            return Err(Error::TooLarge(format!(
-                "a tensor of {} elements ({bytes} bytes) exceeds this device's largest storage binding ({} bytes)",
-                b.numel, limits.max_storage_binding
-            )));
-        }
         if b.numel >= 1 << 31 {
             return Err(Error::TooLarge(format!(
                 "a tensor of {} elements exceeds 2^31 elements (32-bit indexing)",
@@ -193,6 +195,10 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
             )));
         }
     }
+    // A tensor larger than one binding is split into parts of `chunk`
+    // elements, a power of two so that finding the part is a shift.
+    let most = (limits.max_storage_binding.min(limits.max_buffer) / 4).max(64);
+    let chunk = 1usize << (63 - most.leading_zeros());
 
     // Kernels load only what cannot be recomputed: leaves, reductions, and
     // nodes stored on purpose. A requested output or update value is written
@@ -231,19 +237,29 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
             if let Some(form) = matmul_form(nodes, r.node) {
                 // A matrix product has its own iteration space: no riders.
                 elementwise.extend(riders);
-                match matmul_kernel(nodes, &loads, r, &form, limits)? {
+                match matmul_kernel(
+                    nodes,
+                    &loads,
+                    r,
+                    &form,
+                    limits,
+                    Layout {
+                        buffers: &buffers,
+                        chunk,
+                    },
+                )? {
                     Fit::Kernels(ks) => kernels.extend(ks),
                     Fit::Store(id) => return Ok(Attempt::Store(id)),
                     Fit::Split => unreachable!("a lone target is never split"),
                 }
                 continue;
             }
-            match reduction(nodes, &loads, r, &riders, limits, &mut buffers)? {
+            match reduction(nodes, &loads, r, &riders, limits, chunk, &mut buffers)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
                 Fit::Store(id) => return Ok(Attempt::Store(id)),
                 // Too many buffers with the riders along: they get kernels of their own.
                 Fit::Split => {
-                    match reduction(nodes, &loads, r, &[], limits, &mut buffers)? {
+                    match reduction(nodes, &loads, r, &[], limits, chunk, &mut buffers)? {
                         Fit::Kernels(ks) => kernels.extend(ks),
                         Fit::Store(id) => return Ok(Attempt::Store(id)),
                         Fit::Split => unreachable!("a lone target is never split"),
@@ -260,7 +276,17 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .push(t);
         }
         for (extent, ts) in by_extent {
-            match elementwise_kernels(nodes, &loads, extent, &ts, limits)? {
+            match elementwise_kernels(
+                nodes,
+                &loads,
+                extent,
+                &ts,
+                limits,
+                Layout {
+                    buffers: &buffers,
+                    chunk,
+                },
+            )? {
                 Fit::Kernels(ks) => kernels.extend(ks),
                 Fit::Store(id) => return Ok(Attempt::Store(id)),
                 Fit::Split => unreachable!("elementwise_kernels splits itself"),
@@ -269,6 +295,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     }
     Ok(Attempt::Done(Plan {
         buffers,
+        chunk,
         kernels,
         stored,
     }))
@@ -365,7 +392,7 @@ fn fits(
     if let Some(id) = e.too_many_indices {
         return Some(Fit::Store(id));
     }
-    if e.bindings.len() <= limits.max_storage_buffers as usize {
+    if e.bindings().len() <= limits.max_storage_buffers as usize {
         return None;
     }
     if targets.len() > 1 {
@@ -388,15 +415,16 @@ fn elementwise_kernels(
     extent: usize,
     targets: &[Target],
     limits: &GpuLimits,
+    layout: Layout,
 ) -> Result<Fit> {
-    let mut e = Emitter::new(nodes, stored, 2);
+    let mut e = Emitter::new(nodes, stored, layout, 2);
     emit_targets(&mut e, stored, targets, "idx");
     match fits(&e, nodes, stored, &ids(targets), limits) {
         Some(Fit::Split) => {
             let (a, b) = targets.split_at(targets.len() / 2);
             let mut out = Vec::new();
             for half in [a, b] {
-                match elementwise_kernels(nodes, stored, extent, half, limits)? {
+                match elementwise_kernels(nodes, stored, extent, half, limits, layout)? {
                     Fit::Kernels(ks) => out.extend(ks),
                     other => return Ok(other),
                 }
@@ -419,7 +447,7 @@ fn elementwise_kernels(
     Ok(Fit::Kernels(vec![KernelSpec {
         label,
         wgsl,
-        bindings: e.bindings,
+        bindings: e.bindings(),
         workgroups: dispatch_count(extent, WORKGROUP, limits),
     }]))
 }
@@ -437,6 +465,7 @@ fn reduction(
     target: Target,
     riders: &[Target],
     limits: &GpuLimits,
+    binding_chunk: usize,
     buffers: &mut Vec<BufSpec>,
 ) -> Result<Fit> {
     let node = &nodes[target.node.index()];
@@ -475,10 +504,14 @@ fn reduction(
         buffers.len() - 1
     };
 
-    let mut e = Emitter::new(nodes, stored, 3);
+    let layout = Layout {
+        buffers,
+        chunk: binding_chunk,
+    };
+    let mut e = Emitter::new(nodes, stored, layout, 3);
     let value = e.value(operand, "idx");
     emit_targets(&mut e, stored, riders, "idx");
-    let dst_name = e.binding(dst, true);
+    let store = e.store_statement(dst, "slot", "scratch[0]");
     let mut all = vec![target.node];
     all.extend(ids(riders));
     if let Some(fit) = fits(&e, nodes, stored, &all, limits) {
@@ -496,16 +529,16 @@ fn reduction(
         &strided_expr(&base_map, "o"),
         &strided_expr(&offset_map, "r"),
         &value,
-        &dst_name,
+        &store,
         limits,
     )?;
     if groups == 1 {
         return Ok(Fit::Kernels(vec![pass1]));
     }
     // Pass 2: fold the `groups` partials of each output, in order.
-    let mut e2 = Emitter::new(nodes, stored, 3);
-    let src = e2.binding(dst, false);
-    let out = e2.binding(target.buf, true);
+    let mut e2 = Emitter::new(nodes, stored, layout, 3);
+    let partial = e2.load(dst, "idx");
+    let store = e2.store_statement(target.buf, "slot", "scratch[0]");
     let pass2 = reduce_kernel(
         &e2,
         *op,
@@ -516,8 +549,8 @@ fn reduction(
         groups,
         &format!("o * {groups}u"),
         "r",
-        &format!("{src}[idx]"),
-        &out,
+        &partial,
+        &store,
         limits,
     )?;
     Ok(Fit::Kernels(vec![pass1, pass2]))
@@ -535,7 +568,7 @@ fn reduce_kernel(
     base: &str,
     offset: &str,
     value: &str,
-    dst: &str,
+    store: &str,
     limits: &GpuLimits,
 ) -> Result<KernelSpec> {
     let wgsl = fill(
@@ -550,7 +583,7 @@ fn reduce_kernel(
             ("OFFSET", offset),
             ("BODY", &e.body),
             ("VALUE", value),
-            ("DST", dst),
+            ("STORE", store),
             ("IDENTITY", &f32_literal(op.identity())),
             ("COMBINE", &op.wgsl("acc", "x")),
         ],
@@ -559,7 +592,7 @@ fn reduce_kernel(
     Ok(KernelSpec {
         label: label.to_string(),
         wgsl,
-        bindings: e.bindings.clone(),
+        bindings: e.bindings(),
         workgroups: dispatch_count(slots, 1, limits),
     })
 }
@@ -649,6 +682,7 @@ fn matmul_kernel(
     target: Target,
     f: &MatmulForm,
     limits: &GpuLimits,
+    layout: Layout,
 ) -> Result<Fit> {
     let strides = f.shape.strides();
     let out_strides = nodes[target.node.index()].shape.strides();
@@ -658,12 +692,18 @@ fn matmul_kernel(
         src_strides: f.batch.iter().map(|&x| st[x]).collect(),
         offset: 0,
     };
-    let mut e = Emitter::new(nodes, loads, 4);
+    let mut e = Emitter::new(nodes, loads, layout, 4);
     let a_value = e.value(f.p, "idx");
     let a_body = e.take_body();
     let b_value = e.value(f.q, "idx");
     let b_body = e.take_body();
-    let dst = e.binding(target.buf, true);
+    let out_index = format!(
+        "{} + row * {}u + col * {}u",
+        strided_expr(&batch_map(&out_strides), "batch"),
+        out_strides[f.m],
+        out_strides[f.n]
+    );
+    let store = e.store_statement(target.buf, &out_index, "acc");
     if let Some(fit) = fits(&e, nodes, loads, &[target.node], limits) {
         return Ok(fit);
     }
@@ -693,16 +733,7 @@ fn matmul_kernel(
             ("A_VALUE", &a_value),
             ("B_BODY", &b_body),
             ("B_VALUE", &b_value),
-            ("DST", &dst),
-            (
-                "OUT_INDEX",
-                &format!(
-                    "{} + row * {}u + col * {}u",
-                    base(&out_strides),
-                    out_strides[f.m],
-                    out_strides[f.n]
-                ),
-            ),
+            ("STORE", &store),
         ],
     );
     validate(&wgsl)?;
@@ -710,7 +741,7 @@ fn matmul_kernel(
     Ok(Fit::Kernels(vec![KernelSpec {
         label,
         wgsl,
-        bindings: e.bindings,
+        bindings: e.bindings(),
         workgroups: dispatch_count(tiles, 1, limits),
     }]))
 }
