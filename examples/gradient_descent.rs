@@ -32,7 +32,7 @@ fn parse() -> Result<Args> {
         problem: "rosenbrock".into(),
         backend: "auto".into(),
         n: 1 << 20,
-        steps: 500,
+        steps: 300,
         lr: None,
         optimizer: "adam".into(),
         every: 10,

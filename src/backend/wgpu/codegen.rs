@@ -105,6 +105,11 @@ impl<'a> Emitter<'a> {
         format!("{prefix}{}", self.next)
     }
 
+    /// Let node `id` at index `idx` be the expression `expr` (already computed).
+    pub fn preset(&mut self, id: NodeId, idx: &str, expr: &str) {
+        self.memo.insert((id, idx.to_string()), expr.to_string());
+    }
+
     /// The statements emitted so far; the next ones start a fresh scope
     /// (nothing emitted before is reused after).
     pub fn take_body(&mut self) -> String {

@@ -221,12 +221,47 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         by_level.entry(l).or_default().push(*t);
     }
 
+    // An element-wise target that reads a reduction only at its own index
+    // (and nothing else of that level or later) is computed in the
+    // reduction's last pass, right where each result is folded: an epilogue.
+    let mut epilogues: HashMap<NodeId, Vec<Target>> = HashMap::new();
+    let reduction_targets: Vec<Target> = targets
+        .iter()
+        .copied()
+        .filter(|t| matches!(nodes[t.node.index()].op, Op::Reduce { .. }))
+        .collect();
+    for t in &targets {
+        let node = &nodes[t.node.index()];
+        if matches!(node.op, Op::Reduce { .. }) {
+            continue;
+        }
+        let direct = reads(t.node, nodes, &loads, &mut reads_memo);
+        let found = reduction_targets.iter().find(|r| {
+            let lr = level[&r.node];
+            nodes[r.node.index()].shape.numel() == node.shape.numel()
+                && direct.contains(&r.node)
+                && direct
+                    .iter()
+                    .all(|d| *d == r.node || level.get(d).is_none_or(|&l| l < lr))
+                && at_own_index(t.node, r.node, nodes, &loads)
+        });
+        if let Some(r) = found {
+            epilogues.entry(r.node).or_default().push(*t);
+            let l = level[&t.node];
+            by_level
+                .get_mut(&l)
+                .expect("every target has a level")
+                .retain(|x| x.node != t.node);
+        }
+    }
+
     let mut kernels = Vec::new();
-    for (_, group) in by_level {
+    while let Some((l, group)) = by_level.pop_first() {
         let (reductions, mut elementwise): (Vec<Target>, Vec<Target>) = group
             .into_iter()
             .partition(|t| matches!(nodes[t.node.index()].op, Op::Reduce { .. }));
         for r in reductions {
+            let epilogue = epilogues.remove(&r.node).unwrap_or_default();
             let operand = nodes[r.node.index()].inputs[0];
             let extent = nodes[operand.index()].shape.numel();
             // Element-wise targets of the operand's extent ride along in pass 1.
@@ -237,6 +272,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
             if let Some(form) = matmul_form(nodes, r.node) {
                 // A matrix product has its own iteration space: no riders.
                 elementwise.extend(riders);
+                by_level.entry(l + 1).or_default().extend(epilogue);
                 match matmul_kernel(
                     nodes,
                     &loads,
@@ -254,17 +290,40 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 }
                 continue;
             }
-            match reduction(nodes, &loads, r, &riders, limits, chunk, &mut buffers)? {
-                Fit::Kernels(ks) => kernels.extend(ks),
-                Fit::Store(id) => return Ok(Attempt::Store(id)),
-                // Too many buffers with the riders along: they get kernels of their own.
-                Fit::Split => {
-                    match reduction(nodes, &loads, r, &[], limits, chunk, &mut buffers)? {
-                        Fit::Kernels(ks) => kernels.extend(ks),
-                        Fit::Store(id) => return Ok(Attempt::Store(id)),
-                        Fit::Split => unreachable!("a lone target is never split"),
+            // Too many buffers with everything along: first the riders, then
+            // the epilogue get kernels of their own.
+            let attempts = [
+                (riders.clone(), epilogue.clone()),
+                (vec![], epilogue.clone()),
+                (vec![], vec![]),
+            ];
+            for (k, (with_riders, with_epilogue)) in attempts.into_iter().enumerate() {
+                match reduction(
+                    nodes,
+                    &loads,
+                    r,
+                    &with_riders,
+                    &with_epilogue,
+                    limits,
+                    chunk,
+                    &mut buffers,
+                )? {
+                    Fit::Kernels(ks) => {
+                        kernels.extend(ks);
+                        if k >= 1 {
+                            elementwise.extend(riders.iter().copied());
+                        }
+                        if k == 2 {
+                            by_level
+                                .entry(l + 1)
+                                .or_default()
+                                .extend(epilogue.iter().copied());
+                        }
+                        break;
                     }
-                    elementwise.extend(riders);
+                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    Fit::Split if k < 2 => continue,
+                    Fit::Split => unreachable!("a lone target is never split"),
                 }
             }
         }
@@ -464,6 +523,7 @@ fn reduction(
     stored: &HashMap<NodeId, BufId>,
     target: Target,
     riders: &[Target],
+    epilogue: &[Target],
     limits: &GpuLimits,
     binding_chunk: usize,
     buffers: &mut Vec<BufSpec>,
@@ -511,9 +571,13 @@ fn reduction(
     let mut e = Emitter::new(nodes, stored, layout, 3);
     let value = e.value(operand, "idx");
     emit_targets(&mut e, stored, riders, "idx");
+    let body = e.take_body();
     let store = e.store_statement(dst, "slot", "scratch[0]");
+    let tail = if groups == 1 { epilogue } else { &[] };
+    let epilogue_body = emit_epilogue(&mut e, stored, target.node, tail);
     let mut all = vec![target.node];
     all.extend(ids(riders));
+    all.extend(ids(tail));
     if let Some(fit) = fits(&e, nodes, stored, &all, limits) {
         return Ok(fit);
     }
@@ -528,8 +592,9 @@ fn reduction(
         chunk,
         &strided_expr(&base_map, "o"),
         &strided_expr(&offset_map, "r"),
+        &body,
         &value,
-        &store,
+        &format!("{store}\n{epilogue_body}"),
         limits,
     )?;
     if groups == 1 {
@@ -539,6 +604,12 @@ fn reduction(
     let mut e2 = Emitter::new(nodes, stored, layout, 3);
     let partial = e2.load(dst, "idx");
     let store = e2.store_statement(target.buf, "slot", "scratch[0]");
+    let epilogue_body = emit_epilogue(&mut e2, stored, target.node, epilogue);
+    let mut all = vec![target.node];
+    all.extend(ids(epilogue));
+    if let Some(fit) = fits(&e2, nodes, stored, &all, limits) {
+        return Ok(fit);
+    }
     let pass2 = reduce_kernel(
         &e2,
         *op,
@@ -549,8 +620,9 @@ fn reduction(
         groups,
         &format!("o * {groups}u"),
         "r",
+        "",
         &partial,
-        &store,
+        &format!("{store}\n{epilogue_body}"),
         limits,
     )?;
     Ok(Fit::Kernels(vec![pass1, pass2]))
@@ -567,6 +639,7 @@ fn reduce_kernel(
     chunk: usize,
     base: &str,
     offset: &str,
+    body: &str,
     value: &str,
     store: &str,
     limits: &GpuLimits,
@@ -581,7 +654,7 @@ fn reduce_kernel(
             ("CHUNK", &chunk.to_string()),
             ("BASE", base),
             ("OFFSET", offset),
-            ("BODY", &e.body),
+            ("BODY", body),
             ("VALUE", value),
             ("STORE", store),
             ("IDENTITY", &f32_literal(op.identity())),
@@ -744,4 +817,44 @@ fn matmul_kernel(
         bindings: e.bindings(),
         workgroups: dispatch_count(tiles, 1, limits),
     }]))
+}
+
+/// The epilogue of a reduction's last pass: `targets` at index `slot`, where
+/// the reduction's own value is the folded `scratch[0]`.
+fn emit_epilogue(
+    e: &mut Emitter,
+    stored: &HashMap<NodeId, BufId>,
+    reduction: NodeId,
+    targets: &[Target],
+) -> String {
+    e.preset(reduction, "slot", "scratch[0]");
+    emit_targets(e, stored, targets, "slot");
+    e.take_body()
+}
+
+/// Whether `id` reads the stored node `r` only at its own flat index: the
+/// path from `id` to `r` passes only element-wise ops and reshapes.
+fn at_own_index(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
+    if id == r || loads.contains_key(&id) {
+        return true;
+    }
+    let node = &nodes[id.index()];
+    match node.op {
+        Op::Const(_) => true,
+        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape => node
+            .inputs
+            .iter()
+            .all(|&j| at_own_index(j, r, nodes, loads)),
+        _ => !node.inputs.iter().any(|&j| reaches(j, r, nodes, loads)),
+    }
+}
+
+/// Whether `id`'s expression reads `r` at all.
+fn reaches(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
+    id == r
+        || (!loads.contains_key(&id)
+            && nodes[id.index()]
+                .inputs
+                .iter()
+                .any(|&j| reaches(j, r, nodes, loads)))
 }
