@@ -107,6 +107,17 @@ enum Attempt {
     Store(NodeId),
 }
 
+/// What every kernel of one plan is generated against.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    nodes: &'a [Node],
+    /// The stored nodes kernels load, and their buffers.
+    loads: &'a HashMap<NodeId, BufId>,
+    limits: &'a GpuLimits,
+    /// Elements per binding.
+    chunk: usize,
+}
+
 /// A value a kernel computes and the buffer it goes to.
 #[derive(Clone, Copy, Debug)]
 struct Target {
@@ -519,15 +530,18 @@ fn ids(targets: &[Target]) -> Vec<NodeId> {
 /// element-wise producers fused in, and `riders` written on the way); when
 /// there is more than one chunk, pass 2 folds the chunks.
 fn reduction(
-    nodes: &[Node],
-    stored: &HashMap<NodeId, BufId>,
+    ctx: Ctx,
     target: Target,
     riders: &[Target],
     epilogue: &[Target],
-    limits: &GpuLimits,
-    binding_chunk: usize,
     buffers: &mut Vec<BufSpec>,
 ) -> Result<Fit> {
+    let Ctx {
+        nodes,
+        loads: stored,
+        limits,
+        chunk: binding_chunk,
+    } = ctx;
     let node = &nodes[target.node.index()];
     let Op::Reduce { op, axes } = &node.op else {
         unreachable!("a reduction target")
