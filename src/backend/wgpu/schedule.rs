@@ -309,16 +309,13 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 (vec![], vec![]),
             ];
             for (k, (with_riders, with_epilogue)) in attempts.into_iter().enumerate() {
-                match reduction(
+                let ctx = Ctx {
                     nodes,
-                    &loads,
-                    r,
-                    &with_riders,
-                    &with_epilogue,
+                    loads: &loads,
                     limits,
                     chunk,
-                    &mut buffers,
-                )? {
+                };
+                match reduction(ctx, r, &with_riders, &with_epilogue, &mut buffers)? {
                     Fit::Kernels(ks) => {
                         kernels.extend(ks);
                         if k >= 1 {
