@@ -53,3 +53,72 @@ fn a_rosenbrock_step_is_one_pass_at_the_byte_floor() {
         per_element(s, n)
     );
 }
+
+/// L(v) = mean softplus(−t ⊙ (X v)); one step v ← v − 0.1·∇L.
+fn logreg<'g>(
+    g: &'g Graph,
+    rows: usize,
+    d: usize,
+) -> (wgrad::Var<'g>, Vec<(wgrad::Var<'g>, wgrad::Var<'g>)>) {
+    let x = g.param("X", [rows, d]);
+    let t = g.param("t", [rows, 1]);
+    let v = g.param("v", [d, 1]);
+    let loss = x.matmul(v).logistic_loss(t);
+    let dv = g.grad(loss, &[v])[0];
+    (loss, vec![(v, v - 0.1 * dv)])
+}
+
+#[test]
+fn a_logreg_step_reads_x_once_in_two_dispatches() {
+    let Some(gpu) = common::gpu() else { return };
+    let (rows, d) = (1024, 1024);
+    let g = Graph::new();
+    let (_, updates) = logreg(&g, rows, d);
+    let s = g.compile_with_updates(&gpu, &[], &updates).unwrap().stats();
+    assert!(s.dispatches <= 2, "{s:?}");
+    assert!(
+        per_element(s, rows * d) <= 4.5,
+        "{} bytes/element",
+        per_element(s, rows * d)
+    );
+}
+
+#[test]
+fn fused_logreg_steps_match_the_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    // Row lengths below, at and above one workgroup; row counts that do not
+    // divide into the groups.
+    for (rows, d) in [(300, 200), (77, 256), (1000, 700)] {
+        let g = Graph::new();
+        let (loss, updates) = logreg(&g, rows, d);
+        let mut r = rng(rows as u64);
+        let xs: Vec<f32> = sample(&mut r, rows * d, Domain::Any)
+            .iter()
+            .map(|&x| x as f32 * 0.1)
+            .collect();
+        let ts: Vec<f32> = sample(&mut r, rows, Domain::Any)
+            .iter()
+            .map(|&x| x.signum() as f32)
+            .collect();
+        let mut results = Vec::new();
+        for device in [gpu.clone(), Device::cpu()] {
+            let mut p = g.compile_with_updates(&device, &[loss], &updates).unwrap();
+            p.set_param("X", &xs).unwrap();
+            p.set_param("t", &ts).unwrap();
+            p.set_param("v", &vec![0.1; d]).unwrap();
+            let mut losses = Vec::new();
+            for _ in 0..3 {
+                losses.push(p.run(&[]).unwrap().remove(0));
+            }
+            losses.push(p.param("v").unwrap());
+            results.push(losses);
+        }
+        assert_close(
+            &format!("logreg {rows}x{d}"),
+            &results[0],
+            &results[1],
+            1e-4,
+        );
+    }
+}

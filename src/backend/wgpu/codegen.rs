@@ -34,6 +34,8 @@ pub(crate) struct Emitter<'a> {
     memo: HashMap<(NodeId, String), String>,
     index_memo: HashMap<String, String>,
     indices_seen: HashMap<NodeId, HashSet<String>>,
+    /// Nodes whose value at whatever index is reached is a known expression.
+    substitutes: HashMap<NodeId, String>,
     /// A node that should be stored, found while emitting.
     pub too_many_indices: Option<NodeId>,
     next: usize,
@@ -56,6 +58,7 @@ impl<'a> Emitter<'a> {
             memo: HashMap::new(),
             index_memo: HashMap::new(),
             indices_seen: HashMap::new(),
+            substitutes: HashMap::new(),
             too_many_indices: None,
             next: 0,
         }
@@ -105,6 +108,12 @@ impl<'a> Emitter<'a> {
         format!("{prefix}{}", self.next)
     }
 
+    /// Let node `id` be `expr` at every index this kernel reaches it at (the
+    /// caller has proved that all those indices hold that one value).
+    pub fn substitute(&mut self, id: NodeId, expr: &str) {
+        self.substitutes.insert(id, expr.to_string());
+    }
+
     /// Let node `id` at index `idx` be the expression `expr` (already computed).
     pub fn preset(&mut self, id: NodeId, idx: &str, expr: &str) {
         self.memo.insert((id, idx.to_string()), expr.to_string());
@@ -147,6 +156,9 @@ impl<'a> Emitter<'a> {
     }
 
     fn value_at(&mut self, id: NodeId, idx: &str, load_stored: bool) -> String {
+        if let Some(v) = self.substitutes.get(&id) {
+            return v.clone();
+        }
         let node = &self.nodes[id.index()];
         if let Op::Const(c) = node.op {
             return f32_literal(c);

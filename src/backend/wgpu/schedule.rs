@@ -23,6 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
+/// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
+const MAX_COLS_PER_THREAD: usize = 16;
 const WORKGROUP: usize = 256;
 /// A reduction splits each output into chunks of about this many elements
 /// when it has too few outputs to fill the device.
@@ -266,6 +269,26 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         }
     }
 
+    // A column reduction that needs a row reduction of the same tensor is
+    // computed with it, in one read of the tensor.
+    let mut partners: HashMap<NodeId, Target> = HashMap::new();
+    for r2 in &reduction_targets {
+        for r1 in &reduction_targets {
+            if level[&r2.node] == level[&r1.node] + 1
+                && !partners.contains_key(&r1.node)
+                && rowcol_pair(nodes, &loads, &level, &mut reads_memo, r1.node, r2.node)
+            {
+                partners.insert(r1.node, *r2);
+                let l2 = level[&r2.node];
+                by_level
+                    .get_mut(&l2)
+                    .expect("every target has a level")
+                    .retain(|x| x.node != r2.node);
+                break;
+            }
+        }
+    }
+
     let mut kernels = Vec::new();
     while let Some((l, group)) = by_level.pop_first() {
         let (reductions, mut elementwise): (Vec<Target>, Vec<Target>) = group
@@ -280,6 +303,27 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .into_iter()
                 .partition(|t| nodes[t.node.index()].shape.numel() == extent);
             elementwise = rest;
+            if let Some(&r2) = partners.get(&r.node) {
+                elementwise.extend(riders);
+                let epilogue2 = epilogues.remove(&r2.node).unwrap_or_default();
+                let ctx = Ctx {
+                    nodes,
+                    loads: &loads,
+                    limits,
+                    chunk,
+                };
+                match rowcol(ctx, r, r2, &epilogue, &epilogue2, &mut buffers)? {
+                    Fit::Kernels(ks) => kernels.extend(ks),
+                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    Fit::Split => {
+                        return Err(Error::TooLarge(format!(
+                            "a fused row/column reduction of %{} needs more storage buffers than this device binds",
+                            r.node.index()
+                        )))
+                    }
+                }
+                continue;
+            }
             if let Some(form) = matmul_form(nodes, r.node) {
                 // A matrix product has its own iteration space: no riders.
                 elementwise.extend(riders);
@@ -868,4 +912,195 @@ fn reaches(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>
                 .inputs
                 .iter()
                 .any(|&j| reaches(j, r, nodes, loads)))
+}
+
+/// Whether reduction `r2`'s operand is `r1`'s operand's shape, reduced over
+/// the complementary axes, and reads `r1` only through a broadcast of one
+/// value per row (so a row's result can be used as soon as it is folded),
+/// reading nothing else that is not yet computed.
+fn rowcol_pair(
+    nodes: &[Node],
+    loads: &HashMap<NodeId, BufId>,
+    level: &HashMap<NodeId, usize>,
+    memo: &mut HashMap<NodeId, Vec<NodeId>>,
+    r1: NodeId,
+    r2: NodeId,
+) -> bool {
+    let (n1, n2) = (&nodes[r1.index()], &nodes[r2.index()]);
+    let (Op::Reduce { axes: a1, .. }, Op::Reduce { axes: a2, .. }) = (&n1.op, &n2.op) else {
+        return false;
+    };
+    let (o1, o2) = (n1.inputs[0], n2.inputs[0]);
+    let shape = &nodes[o1.index()].shape;
+    if *shape != nodes[o2.index()].shape {
+        return false;
+    }
+    let complementary = (0..shape.rank())
+        .all(|k| (a1.contains(&k) != a2.contains(&k)) || (shape.0[k] == 1 && !a1.contains(&k)));
+    let row_len: usize = a1.iter().map(|&k| shape.0[k]).product();
+    if !complementary || row_len.div_ceil(WORKGROUP) > MAX_COLS_PER_THREAD {
+        return false;
+    }
+    let l1 = level[&r1];
+    let others_ready = reads(o2, nodes, loads, memo)
+        .iter()
+        .all(|d| *d == r1 || level.get(d).is_none_or(|&l| l < l1));
+    others_ready && reaches(o2, r1, nodes, loads) && per_row(o2, r1, &n1.shape, nodes, loads)
+}
+
+/// Whether every path from `id` to the row reduction `r1` (kept-dims shape
+/// `rows`) passes a broadcast of a `rows`-shaped value over the rows'
+/// elements, below which `r1` is read only at its own index.
+fn per_row(
+    id: NodeId,
+    r1: NodeId,
+    rows: &Shape,
+    nodes: &[Node],
+    loads: &HashMap<NodeId, BufId>,
+) -> bool {
+    if id == r1 {
+        return false;
+    }
+    if loads.contains_key(&id) {
+        return true;
+    }
+    let node = &nodes[id.index()];
+    match node.op {
+        Op::Const(_) => true,
+        Op::Unary(_) | Op::Binary(_) | Op::Select => node
+            .inputs
+            .iter()
+            .all(|&j| per_row(j, r1, rows, nodes, loads)),
+        Op::Broadcast => {
+            let input = &nodes[node.inputs[0].index()].shape;
+            let mut padded = vec![1; node.shape.rank() - input.rank()];
+            padded.extend(&input.0);
+            let one_per_row = padded == rows.0;
+            !reaches(node.inputs[0], r1, nodes, loads)
+                || (one_per_row && at_own_index(node.inputs[0], r1, nodes, loads))
+        }
+        _ => !node.inputs.iter().any(|&j| reaches(j, r1, nodes, loads)),
+    }
+}
+
+/// The fused kernel of a row reduction `r1` and a column reduction `r2`
+/// (see `shaders/rowcol.wgsl`), then the pass folding `r2`'s partials.
+fn rowcol(
+    ctx: Ctx,
+    r1: Target,
+    r2: Target,
+    epilogue1: &[Target],
+    epilogue2: &[Target],
+    buffers: &mut Vec<BufSpec>,
+) -> Result<Fit> {
+    let Ctx {
+        nodes,
+        loads,
+        limits,
+        chunk,
+    } = ctx;
+    let (n1, n2) = (&nodes[r1.node.index()], &nodes[r2.node.index()]);
+    let (Op::Reduce { op: op1, axes }, Op::Reduce { op: op2, .. }) = (&n1.op, &n2.op) else {
+        unreachable!("two reductions")
+    };
+    let (o1, o2) = (n1.inputs[0], n2.inputs[0]);
+    let shape = &nodes[o1.index()].shape;
+    let strides = shape.strides();
+    let kept: Vec<usize> = (0..shape.rank()).filter(|k| !axes.contains(k)).collect();
+    let rows = n1.shape.numel();
+    let row_len: usize = axes.iter().map(|&k| shape.0[k]).product();
+    // Enough rows per workgroup that the column partials cost little
+    // traffic next to the tensor, few enough groups to fill the device.
+    let rows_per_group = 32.max(rows.div_ceil(4096));
+    let groups = rows.div_ceil(rows_per_group);
+    buffers.push(BufSpec {
+        numel: groups * row_len,
+        kind: BufKind::Temp,
+    });
+    let partial = buffers.len() - 1;
+    let layout = Layout { buffers, chunk };
+    let base = StridedMap {
+        out_dims: kept.iter().map(|&k| shape.0[k]).collect(),
+        src_strides: kept.iter().map(|&k| strides[k]).collect(),
+        offset: 0,
+    };
+    let offset = StridedMap {
+        out_dims: axes.iter().map(|&k| shape.0[k]).collect(),
+        src_strides: axes.iter().map(|&k| strides[k]).collect(),
+        offset: 0,
+    };
+    let mut e = Emitter::new(nodes, loads, layout, 4);
+    let value1 = e.value(o1, "idx");
+    let body1 = e.take_body();
+    let store1 = e.store_statement(r1.buf, "slot", "row");
+    let tail1 = emit_epilogue(&mut e, loads, r1.node, epilogue1);
+    e.substitute(r1.node, "row");
+    let value2 = e.value(o2, "idx");
+    let body2 = e.take_body();
+    let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "cols[k]");
+    let mut all = vec![r1.node, r2.node];
+    all.extend(ids(epilogue1));
+    if let Some(fit) = fits(&e, nodes, loads, &all, limits) {
+        return Ok(fit);
+    }
+    let label = format!(
+        "rows+columns[{rows}x{row_len}] -> %{}, %{}",
+        r1.node.index(),
+        r2.node.index()
+    );
+    let wgsl = fill(
+        ROWCOL,
+        &[
+            ("BINDINGS", &e.declarations()),
+            ("ROWS", &rows.to_string()),
+            ("ROW_LEN", &row_len.to_string()),
+            ("ROWS_PER_GROUP", &rows_per_group.to_string()),
+            ("COLS_PER_THREAD", &row_len.div_ceil(WORKGROUP).to_string()),
+            ("COMBINE1", &op1.wgsl("acc", "x")),
+            ("COMBINE2", &op2.wgsl("acc", "x")),
+            ("IDENTITY1", &f32_literal(op1.identity())),
+            ("IDENTITY2", &f32_literal(op2.identity())),
+            ("BASE", &strided_expr(&base, "slot")),
+            ("OFFSET", &strided_expr(&offset, "r")),
+            ("BODY1", &body1),
+            ("VALUE1", &value1),
+            ("STORE1", &format!("{store1}\n{tail1}")),
+            ("BODY2", &body2),
+            ("VALUE2", &value2),
+            ("STORE_PARTIAL", &store_partial),
+        ],
+    );
+    validate(&wgsl)?;
+    let first = KernelSpec {
+        label: label.clone(),
+        wgsl,
+        bindings: e.bindings(),
+        workgroups: dispatch_count(groups, 1, limits),
+    };
+    // Fold the partials of each column, then the column reduction's epilogue.
+    let mut e2 = Emitter::new(nodes, loads, layout, 3);
+    let value = e2.load(partial, "idx");
+    let store = e2.store_statement(r2.buf, "slot", "scratch[0]");
+    let tail2 = emit_epilogue(&mut e2, loads, r2.node, epilogue2);
+    let mut all = vec![r2.node];
+    all.extend(ids(epilogue2));
+    if let Some(fit) = fits(&e2, nodes, loads, &all, limits) {
+        return Ok(fit);
+    }
+    let second = reduce_kernel(
+        &e2,
+        *op2,
+        &format!("{label} (columns)"),
+        row_len,
+        1,
+        groups,
+        groups,
+        "o",
+        &format!("r * {row_len}u"),
+        "",
+        &value,
+        &format!("{store}\n{tail2}"),
+        limits,
+    )?;
+    Ok(Fit::Kernels(vec![first, second]))
 }
