@@ -3,7 +3,9 @@
 //! then the median of 20 runs, each finished before the clock stops.
 //!
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
-//!     [--sizes 20,24,28] [--backend gpu|cpu] [--json] [--reps 20]
+//!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
+//!
+//! `cpu` is the f32 fast path; `reference` the f64 interpreter.
 //!
 //! One JSON line per result (with --json), then a table for people. Bytes
 //! moved come from the program's own accounting of what its kernels read and
@@ -118,8 +120,9 @@ fn main() -> Result<()> {
     let args = parse()?;
     let device = match args.backend.as_str() {
         "gpu" => Device::gpu()?,
-        "cpu" => Device::cpu(),
-        other => bail!("unknown backend `{other}` (gpu or cpu)"),
+        "cpu" => Device::cpu_f32(),
+        "reference" => Device::cpu(),
+        other => bail!("unknown backend `{other}` (gpu, cpu or reference)"),
     };
     let adapter = device.describe();
     eprintln!("device: {adapter}");

@@ -1,8 +1,9 @@
 //! The main job: gradient descent on a large parameter vector, on the GPU
-//! if there is one (a real one, else lavapipe), else the CPU backend.
+//! if there is one (a real one, else lavapipe), else the CPU fast path
+//! (`--backend cpu`; `reference` is the f64 interpreter).
 //!
 //! cargo run --release --example gradient_descent -- [--problem rosenbrock|logreg]
-//!     [--backend auto|gpu|cpu] [--n N] [--steps K] [--lr LR]
+//!     [--backend auto|gpu|cpu|reference] [--n N] [--steps K] [--lr LR]
 //!     [--optimizer sgd|momentum|adam] [--every M] [--plot PATH]
 //!
 //! One step is one submit: the gradient and the optimizer's update are fused
@@ -80,14 +81,16 @@ fn main() -> Result<()> {
     let args = parse()?;
     let device = match args.backend.as_str() {
         "gpu" => Device::gpu()?,
-        "cpu" => Device::cpu(),
+        "cpu" => Device::cpu_f32(),
+        "reference" => Device::cpu(),
         "auto" => Device::auto(),
-        other => bail!("unknown backend `{other}` (auto, gpu or cpu)"),
+        other => bail!("unknown backend `{other}` (auto, gpu, cpu or reference)"),
     };
     let kind = match &device {
         Device::Gpu(ctx) if ctx.is_software() => "a software GPU: no hardware GPU was found",
         Device::Gpu(_) => "GPU",
-        Device::Cpu => "no GPU adapter was found: the f64 CPU reference",
+        Device::CpuF32 => "the CPU fast path",
+        Device::Cpu => "the f64 CPU reference",
     };
     println!("device: {} ({kind})", device.describe());
 

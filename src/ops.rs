@@ -131,9 +131,10 @@ impl UnaryOp {
         }
     }
 
-    /// The CPU reference, in f64.
-    pub fn cpu(self, x: f64) -> f64 {
+    /// The CPU math, in f64 (the reference) or f32 (the fast path).
+    pub fn cpu<T: Real>(self, x: T) -> T {
         use UnaryOp::*;
+        let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
         match self {
             Neg => -x,
             Abs => x.abs(),
@@ -141,16 +142,16 @@ impl UnaryOp {
             Exp => x.exp(),
             Log => x.ln(),
             Sqrt => x.sqrt(),
-            Rsqrt => 1.0 / x.sqrt(),
-            Recip => 1.0 / x,
+            Rsqrt => one / x.sqrt(),
+            Recip => one / x,
             Square => x * x,
             Sin => x.sin(),
             Cos => x.cos(),
             Tanh => x.tanh(),
-            Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            Relu => x.max(0.0),
-            Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
-            PowConst(c) => x.powf(c),
+            Sigmoid => one / (one + (-x).exp()),
+            Relu => x.max(zero),
+            Softplus => x.max(zero) + (-x.abs()).exp().ln_1p(),
+            PowConst(c) => x.powf(T::from_f64(c)),
             Detach => x,
         }
     }
@@ -226,10 +227,10 @@ impl BinaryOp {
         }
     }
 
-    /// The CPU reference, in f64.
-    pub fn cpu(self, a: f64, b: f64) -> f64 {
+    /// The CPU math, in f64 (the reference) or f32 (the fast path).
+    pub fn cpu<T: Real>(self, a: T, b: T) -> T {
         use BinaryOp::*;
-        let mask = |c: bool| if c { 1.0 } else { 0.0 };
+        let mask = |c: bool| T::from_f64(if c { 1.0 } else { 0.0 });
         match self {
             Add => a + b,
             Sub => a - b,
@@ -304,7 +305,7 @@ impl ReduceOp {
         }
     }
     /// Fold one more element into an accumulator, on the CPU.
-    pub fn cpu(self, acc: f64, x: f64) -> f64 {
+    pub fn cpu<T: Real>(self, acc: T, x: T) -> T {
         match self {
             ReduceOp::Sum => acc + x,
             ReduceOp::Max => acc.max(x),
@@ -419,15 +420,92 @@ pub fn reduced_shape(input: &Shape, axes: &[usize]) -> Shape {
     )
 }
 
-fn sign(x: f64) -> f64 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
+fn sign<T: Real>(x: T) -> T {
+    let zero = T::from_f64(0.0);
+    if x > zero {
+        T::from_f64(1.0)
+    } else if x < zero {
+        T::from_f64(-1.0)
     } else {
         x // keeps 0, -0 and NaN, as WGSL's sign does for zeros
     }
 }
+
+/// The float types the CPU backends compute in: f64 for the reference, f32
+/// for the fast path. The op table's CPU math is written once, for both.
+pub trait Real:
+    Copy
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + Send
+    + Sync
+{
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn abs(self) -> Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn sin(self) -> Self;
+    fn cos(self) -> Self;
+    fn tanh(self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn max(self, other: Self) -> Self;
+    fn min(self, other: Self) -> Self;
+}
+
+macro_rules! real {
+    ($t:ty) => {
+        impl Real for $t {
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            fn cos(self) -> Self {
+                <$t>::cos(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            fn max(self, other: Self) -> Self {
+                <$t>::max(self, other)
+            }
+            fn min(self, other: Self) -> Self {
+                <$t>::min(self, other)
+            }
+        }
+    };
+}
+real!(f32);
+real!(f64);
 
 /// An f32 literal for WGSL: always with a decimal point or exponent, and a
 /// bit pattern for infinities and NaN (WGSL has no literal for them).

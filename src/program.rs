@@ -1,12 +1,12 @@
 //! Devices, compiling a graph for one, and running the result many times.
 
-use crate::backend::cpu;
 use crate::backend::wgpu::device::{GpuContext, GpuOptions};
 use crate::backend::wgpu::program::GpuProgram;
 use crate::backend::wgpu::schedule::{self, Request};
+use crate::backend::{cpu, cpu_fast};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, NodeId, Var};
-use crate::ops::Op;
+use crate::ops::{Op, Real};
 use crate::shape::Shape;
 use std::collections::HashMap;
 use std::panic::Location;
@@ -17,14 +17,21 @@ use std::sync::Arc;
 pub enum Device {
     /// The reference interpreter: f64 arithmetic on the CPU.
     Cpu,
+    /// The CPU fast path: f32, fused loops over chunks, every core.
+    CpuF32,
     /// A GPU through wgpu (Vulkan, Metal or DX12), or a software Vulkan such as lavapipe.
     Gpu(Arc<GpuContext>),
 }
 
 impl Device {
-    /// The CPU reference backend.
+    /// The CPU reference backend (f64).
     pub fn cpu() -> Device {
         Device::Cpu
+    }
+
+    /// The CPU fast path (f32, fused, multi-threaded).
+    pub fn cpu_f32() -> Device {
+        Device::CpuF32
     }
 
     /// The best GPU adapter (see [`GpuContext::open`]), or an error saying what was tried.
@@ -37,13 +44,13 @@ impl Device {
         Ok(Device::Gpu(GpuContext::open(options)?))
     }
 
-    /// A GPU if there is one, else the CPU reference; logs why.
+    /// A GPU if there is one, else the CPU fast path; logs why.
     pub fn auto() -> Device {
         match Device::gpu() {
             Ok(d) => d,
             Err(e) => {
-                log::warn!("wgrad: no GPU ({e}); using the CPU backend");
-                Device::Cpu
+                log::warn!("wgrad: no GPU ({e}); using the CPU fast path");
+                Device::CpuF32
             }
         }
     }
@@ -52,6 +59,10 @@ impl Device {
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu => "CPU reference backend (f64)".to_string(),
+            Device::CpuF32 => format!(
+                "CPU fast path (f32, {} threads)",
+                std::thread::available_parallelism().map_or(1, |t| t.get())
+            ),
             Device::Gpu(ctx) => ctx.describe(),
         }
     }
@@ -76,7 +87,8 @@ pub struct Stats {
 }
 
 enum Exec {
-    Cpu { params: Vec<Option<Vec<f64>>> },
+    Cpu(Vec<Option<Vec<f64>>>),
+    CpuF32(Vec<Option<Vec<f32>>>),
     Gpu(Box<GpuProgram>),
 }
 
@@ -168,22 +180,8 @@ impl Graph {
             }
         }
         let exec = match device {
-            Device::Cpu => Exec::Cpu {
-                params: params
-                    .iter()
-                    .map(|p| {
-                        let n = &nodes[p.index()];
-                        matches!(
-                            n.op,
-                            Op::Param {
-                                starts_at_zero: true,
-                                ..
-                            }
-                        )
-                        .then(|| vec![0.0; n.shape.numel()])
-                    })
-                    .collect(),
-            },
+            Device::Cpu => Exec::Cpu(zero_started(&nodes, &params)),
+            Device::CpuF32 => Exec::CpuF32(zero_started(&nodes, &params)),
             Device::Gpu(ctx) => {
                 let plan = schedule::plan(
                     &Request {
@@ -240,11 +238,7 @@ impl Graph {
             .filter(|id| matches!(nodes[id.index()].op, Op::Input(_) | Op::Param { .. }))
             .collect();
         let data = match_feeds(&nodes, &leaves, feeds)?;
-        let values = leaves
-            .iter()
-            .zip(data)
-            .map(|(&id, d)| (id, d.to_vec()))
-            .collect();
+        let values = leaves.iter().copied().zip(data).collect();
         Ok(cpu::evaluate(&nodes, &outs, &values))
     }
 
@@ -348,7 +342,7 @@ impl Program {
     /// Block until all submitted work has finished (a no-op on the CPU).
     pub fn wait(&self) -> Result<()> {
         match &self.exec {
-            Exec::Cpu { .. } => Ok(()),
+            Exec::Cpu(_) | Exec::CpuF32(_) => Ok(()),
             Exec::Gpu(g) => g.wait(),
         }
     }
@@ -368,34 +362,16 @@ impl Program {
             let k = self.params.iter().position(|&q| q == p).expect("listed");
             self.params_set[k] = true;
         }
+        let run = CpuRun {
+            nodes: &self.nodes,
+            inputs: &self.inputs,
+            params: &self.params,
+            outputs: &self.outputs,
+            updates: &self.updates,
+        };
         match &mut self.exec {
-            Exec::Cpu { params } => {
-                let mut leaves: HashMap<NodeId, Vec<f64>> = HashMap::new();
-                for (&id, d) in self.inputs.iter().zip(&data) {
-                    leaves.insert(id, d.iter().map(|&x| x as f64).collect());
-                }
-                for (k, &id) in self.params.iter().enumerate() {
-                    if let Some(v) = &params[k] {
-                        leaves.insert(id, v.clone());
-                    }
-                }
-                let mut roots = self.outputs.clone();
-                roots.extend(self.updates.iter().map(|u| u.1));
-                let mut values = cpu::evaluate(&self.nodes, &roots, &leaves);
-                let updated = values.split_off(self.outputs.len());
-                for ((p, _), v) in self.updates.iter().zip(updated) {
-                    let k = self.params.iter().position(|q| q == p).expect("listed");
-                    params[k] = Some(v);
-                }
-                Ok(if read_back {
-                    values
-                        .into_iter()
-                        .map(|v| v.into_iter().map(|x| x as f32).collect())
-                        .collect()
-                } else {
-                    Vec::new()
-                })
-            }
+            Exec::Cpu(params) => Ok(run.on_cpu(params, &data, read_back, cpu::evaluate)),
+            Exec::CpuF32(params) => Ok(run.on_cpu(params, &data, read_back, cpu_fast::evaluate)),
             Exec::Gpu(g) => g.run(&data, read_back),
         }
     }
@@ -406,7 +382,8 @@ impl Program {
         let shape = &self.nodes[self.params[k].index()].shape;
         check_len(name, shape, data.len())?;
         match &mut self.exec {
-            Exec::Cpu { params } => params[k] = Some(data.iter().map(|&x| x as f64).collect()),
+            Exec::Cpu(params) => params[k] = Some(data.iter().map(|&x| x as f64).collect()),
+            Exec::CpuF32(params) => params[k] = Some(data.to_vec()),
             Exec::Gpu(g) => g.set_param(k, data),
         }
         self.params_set[k] = true;
@@ -423,12 +400,10 @@ impl Program {
             });
         }
         match &self.exec {
-            Exec::Cpu { params } => Ok(params[k]
-                .as_ref()
-                .expect("a set parameter has a value")
-                .iter()
-                .map(|&x| x as f32)
-                .collect()),
+            Exec::Cpu(params) => Ok(as_f32(
+                params[k].as_ref().expect("a set parameter has a value"),
+            )),
+            Exec::CpuF32(params) => Ok(params[k].clone().expect("a set parameter has a value")),
             Exec::Gpu(g) => {
                 let mut v = g.param(k)?;
                 v.truncate(self.nodes[self.params[k].index()].shape.numel());
@@ -455,7 +430,7 @@ impl Program {
     /// What one run costs.
     pub fn stats(&self) -> Stats {
         match &self.exec {
-            Exec::Cpu { .. } => Stats::default(),
+            Exec::Cpu(_) | Exec::CpuF32(_) => Stats::default(),
             Exec::Gpu(g) => g.stats(),
         }
     }
@@ -468,7 +443,7 @@ impl Program {
     /// The generated WGSL of each kernel, in dispatch order (empty on the CPU).
     pub fn kernels_wgsl(&self) -> Vec<String> {
         match &self.exec {
-            Exec::Cpu { .. } => Vec::new(),
+            Exec::Cpu(_) | Exec::CpuF32(_) => Vec::new(),
             Exec::Gpu(g) => g.kernels_wgsl(),
         }
     }
@@ -480,6 +455,78 @@ impl Node {
         match &self.op {
             Op::Input(n) | Op::Param { name: n, .. } => n.clone(),
             op => op.name().to_string(),
+        }
+    }
+}
+
+/// Parameters that start at zero have their value from the start.
+fn zero_started<T: Real>(nodes: &[Node], params: &[NodeId]) -> Vec<Option<Vec<T>>> {
+    params
+        .iter()
+        .map(|p| {
+            let n = &nodes[p.index()];
+            matches!(
+                n.op,
+                Op::Param {
+                    starts_at_zero: true,
+                    ..
+                }
+            )
+            .then(|| vec![T::from_f64(0.0); n.shape.numel()])
+        })
+        .collect()
+}
+
+fn as_f32<T: Real>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f64() as f32).collect()
+}
+
+/// What a run on a CPU backend reads of its program.
+struct CpuRun<'a> {
+    nodes: &'a [Node],
+    inputs: &'a [NodeId],
+    params: &'a [NodeId],
+    outputs: &'a [NodeId],
+    updates: &'a [(NodeId, NodeId)],
+}
+
+/// A CPU backend's evaluator: the roots' values given the leaves'.
+type Evaluate<T> = fn(&[Node], &[NodeId], &HashMap<NodeId, &[T]>) -> Vec<Vec<T>>;
+
+impl CpuRun<'_> {
+    /// Evaluate outputs and updates in `T`, then apply the updates.
+    fn on_cpu<T: Real>(
+        &self,
+        params: &mut [Option<Vec<T>>],
+        data: &[&[f32]],
+        read_back: bool,
+        evaluate: Evaluate<T>,
+    ) -> Vec<Vec<f32>> {
+        let converted: Vec<Vec<T>> = data
+            .iter()
+            .map(|d| d.iter().map(|&x| T::from_f64(x as f64)).collect())
+            .collect();
+        let mut leaves: HashMap<NodeId, &[T]> = HashMap::new();
+        for (&id, d) in self.inputs.iter().zip(&converted) {
+            leaves.insert(id, d);
+        }
+        for (&id, v) in self.params.iter().zip(params.iter()) {
+            if let Some(v) = v {
+                leaves.insert(id, v);
+            }
+        }
+        let mut roots = self.outputs.to_vec();
+        roots.extend(self.updates.iter().map(|u| u.1));
+        let mut values = evaluate(self.nodes, &roots, &leaves);
+        let updated = values.split_off(self.outputs.len());
+        for ((p, _), v) in self.updates.iter().zip(updated) {
+            let k = self.params.iter().position(|q| q == p).expect("listed");
+            params[k] = Some(v);
+        }
+        if read_back {
+            values.iter().map(|v| as_f32(v)).collect()
+        } else {
+            Vec::new()
         }
     }
 }

@@ -179,7 +179,17 @@ fn random_graphs_match_the_cpu_on_values_and_gradients() {
     }
 }
 
-fn check(gpu: &Device, seed: u64) {
+#[test]
+fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
+    let cases = env("WGRAD_PROPTEST_CASES", 300);
+    let first = env("WGRAD_PROPTEST_SEED", 0);
+    for seed in first..first + cases {
+        check(&Device::cpu_f32(), seed);
+    }
+}
+
+/// The graph of `seed` on `device` against the f64 reference.
+fn check(device: &Device, seed: u64) {
     let g = Graph::new();
     let mut gen = Gen {
         g: &g,
@@ -209,10 +219,13 @@ fn check(gpu: &Device, seed: u64) {
     let data = as_f32(&data);
     let feeds = view(&data);
     let replay = || {
-        format!("seed {seed} (WGRAD_PROPTEST_SEED={seed} WGRAD_PROPTEST_CASES=1); graph:\n{g:?}")
+        format!(
+            "{}: seed {seed} (WGRAD_PROPTEST_SEED={seed} WGRAD_PROPTEST_CASES=1); graph:\n{g:?}",
+            device.describe()
+        )
     };
     let got = g
-        .compile(gpu, &outputs)
+        .compile(device, &outputs)
         .and_then(|mut p| p.run(&feeds))
         .unwrap_or_else(|e| panic!("{e}\n{}", replay()));
     let want = g

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 pub(crate) fn evaluate(
     nodes: &[Node],
     outputs: &[NodeId],
-    leaves: &HashMap<NodeId, Vec<f64>>,
+    leaves: &HashMap<NodeId, &[f64]>,
 ) -> Vec<Vec<f64>> {
     let live = live_nodes(nodes, outputs);
     // The last node that reads each value; outputs are read at the end.
@@ -39,7 +39,7 @@ pub(crate) fn evaluate(
             .map(|j| &nodes[j.index()].shape)
             .collect();
         let v = match &node.op {
-            Op::Input(_) | Op::Param { .. } => leaves[&NodeId(i as u32)].clone(),
+            Op::Input(_) | Op::Param { .. } => leaves[&NodeId(i as u32)].to_vec(),
             _ => eval_op(node, &args, &in_shapes),
         };
         values[i] = Some(v);

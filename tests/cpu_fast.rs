@@ -1,0 +1,99 @@
+//! The CPU fast path (f32, fused, threaded) against the f64 reference.
+
+mod common;
+use common::*;
+use wgrad::{Device, Graph, Optimizer};
+
+fn compare(g: &Graph, outputs: &[wgrad::Var], data: &[(String, Vec<f64>)], tol: f64, what: &str) {
+    let data = as_f32(data);
+    let feeds = view(&data);
+    let got = g
+        .compile(&Device::cpu_f32(), outputs)
+        .unwrap()
+        .run(&feeds)
+        .unwrap();
+    let want = g
+        .compile(&Device::cpu(), outputs)
+        .unwrap()
+        .run(&feeds)
+        .unwrap();
+    assert_close(what, &got, &want, tol);
+}
+
+#[test]
+fn every_op_and_its_gradients_match_the_reference() {
+    for (k, c) in cases().iter().enumerate() {
+        let g = Graph::new();
+        let (vars, y, loss) = record(&g, c);
+        let mut outputs = vec![y, loss];
+        outputs.extend(g.grad(loss, &vars));
+        let tol = if c.reduces { 1e-3 } else { 1e-4 };
+        compare(&g, &outputs, &feeds(c, y.numel(), k as u64), tol, c.name);
+    }
+}
+
+#[test]
+fn large_fused_workloads_match_the_reference_and_repeat_bit_for_bit() {
+    let n = 300_001;
+    let g = Graph::new();
+    let (x, y, z) = (g.input("x", [n]), g.input("y", [n]), g.input("z", [n]));
+    let f = ((x + y) * y.max(z)).sum() + (x.slice(0, 1, n) * y.slice(0, 0, n - 1)).tanh().sum();
+    let mut outputs = vec![f];
+    outputs.extend(g.grad(f, &[x, y, z]));
+    let mut r = rng(13);
+    let data: Vec<(String, Vec<f64>)> = ["x", "y", "z"]
+        .iter()
+        .map(|name| (name.to_string(), sample(&mut r, n, Domain::Any)))
+        .collect();
+    compare(&g, &outputs, &data, 1e-3, "fused 300k");
+    let data = as_f32(&data);
+    let mut p = g.compile(&Device::cpu_f32(), &outputs).unwrap();
+    let first = p.run(&view(&data)).unwrap();
+    assert_eq!(first, p.run(&view(&data)).unwrap(), "a rerun changed bits");
+}
+
+#[test]
+fn optimizer_steps_match_the_reference() {
+    let n = 5000;
+    let g = Graph::new();
+    let w = g.param("w", [n]);
+    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
+    let loss = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
+    let updates = Optimizer::adam(1e-2).minimize(loss, &[w]);
+    let w0: Vec<f32> = sample(&mut rng(14), n, Domain::Any)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let mut results = Vec::new();
+    for device in [Device::cpu_f32(), Device::cpu()] {
+        let mut p = g.compile_with_updates(&device, &[loss], &updates).unwrap();
+        p.set_param("w", &w0).unwrap();
+        for _ in 0..5 {
+            p.step(&[]).unwrap();
+        }
+        results.push((p.run(&[]).unwrap(), p.param("w").unwrap()));
+    }
+    assert_close("loss", &results[0].0, &results[1].0, 1e-3);
+    assert_close("w", &[results[0].1.clone()], &[results[1].1.clone()], 1e-4);
+}
+
+#[test]
+fn long_sums_keep_their_digits() {
+    // 2^22 terms of 0.1: an f32 running sum drifts by ~1e-2 relative here.
+    let n = 1 << 22;
+    let g = Graph::new();
+    let x = g.input("x", [n]);
+    let s = x.sum();
+    let data = vec![0.1f32; n];
+    let got = g
+        .compile(&Device::cpu_f32(), &[s])
+        .unwrap()
+        .run(&[("x", &data)])
+        .unwrap()[0][0];
+    let want = g
+        .compile(&Device::cpu(), &[s])
+        .unwrap()
+        .run(&[("x", &data)])
+        .unwrap()[0][0];
+    assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
+}
