@@ -159,6 +159,20 @@ impl StridedMap {
             offset: start * ins[axis],
         }
     }
+    /// Where each element of `input` lands in the kept-dims result of a
+    /// reduction over `axes` (shape `out`): read as a map from input index
+    /// to output index.
+    pub fn reduce_to(input: &Shape, axes: &[usize], out: &Shape) -> StridedMap {
+        let out_strides = out.strides();
+        StridedMap {
+            out_dims: input.0.clone(),
+            src_strides: (0..input.rank())
+                .map(|k| if axes.contains(&k) { 0 } else { out_strides[k] })
+                .collect(),
+            offset: 0,
+        }
+    }
+
     /// The source index of output element `i`.
     pub fn source(&self, mut i: usize) -> usize {
         let mut src = self.offset;

@@ -114,14 +114,7 @@ fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
             // Each input element folds into the output element it lands on,
             // in index order (a fixed order: the same bits every run).
             let input = in_shapes[0];
-            let out_strides = node.shape.strides();
-            let to_out = StridedMap {
-                out_dims: input.0.clone(),
-                src_strides: (0..input.rank())
-                    .map(|k| if axes.contains(&k) { 0 } else { out_strides[k] })
-                    .collect(),
-                offset: 0,
-            };
+            let to_out = StridedMap::reduce_to(input, axes, &node.shape);
             let mut out = vec![op.identity(); node.shape.numel()];
             for (i, &x) in args[0].iter().enumerate() {
                 let o = to_out.source(i);

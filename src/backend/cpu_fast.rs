@@ -335,14 +335,7 @@ fn reduce(nodes: &[Node], stored: &[Option<Cow<[f32]>>], id: NodeId) -> Vec<f32>
     };
     let operand = node.inputs[0];
     let input = &nodes[operand.index()].shape;
-    let out_strides = node.shape.strides();
-    let to_out = StridedMap {
-        out_dims: input.0.clone(),
-        src_strides: (0..input.rank())
-            .map(|k| if axes.contains(&k) { 0 } else { out_strides[k] })
-            .collect(),
-        offset: 0,
-    };
+    let to_out = StridedMap::reduce_to(input, axes, &node.shape);
     let (n, outs) = (input.numel(), node.shape.numel());
     // Accumulators are f64: a long f32 sum in order loses digits (2^20
     // terms drift by ~1e-3), the GPU's tree does not, and neither should we.

@@ -656,31 +656,79 @@ fn reduction(
         return Ok(Fit::Kernels(vec![pass1]));
     }
     // Pass 2: fold the `groups` partials of each output, in order.
-    let mut e2 = Emitter::new(nodes, stored, layout, 3);
-    let partial = e2.load(dst, "idx");
-    let store = e2.store_statement(target.buf, "slot", "scratch[0]");
-    let epilogue_body = emit_epilogue(&mut e2, stored, target.node, epilogue);
-    let mut all = vec![target.node];
-    all.extend(ids(epilogue));
-    if let Some(fit) = fits(&e2, nodes, stored, &all, limits) {
-        return Ok(fit);
-    }
-    let pass2 = reduce_kernel(
-        &e2,
+    let partials = Partials {
+        buf: dst,
+        groups,
+        base: format!("o * {groups}u"),
+        offset: "r".into(),
+    };
+    let pass2 = match fold_partials(
+        ctx,
+        buffers,
         *op,
         &format!("{label} (pass 2)"),
+        &partials,
+        target,
+        epilogue,
+    )? {
+        Fit::Kernels(k) => k,
+        other => return Ok(other),
+    };
+    let mut out = vec![pass1];
+    out.extend(pass2);
+    Ok(Fit::Kernels(out))
+}
+
+/// A reduction's chunk results: output `o`'s `groups` partials, element `r`
+/// at `base + offset` (WGSL in `o` and `r`).
+struct Partials {
+    buf: BufId,
+    groups: usize,
+    base: String,
+    offset: String,
+}
+
+/// The last pass of a chunked reduction: fold each output's partials in
+/// order, store it, and run the reduction's epilogue.
+fn fold_partials(
+    ctx: Ctx,
+    buffers: &[BufSpec],
+    op: ReduceOp,
+    label: &str,
+    partials: &Partials,
+    target: Target,
+    epilogue: &[Target],
+) -> Result<Fit> {
+    let layout = Layout {
+        buffers,
+        chunk: ctx.chunk,
+    };
+    let mut e = Emitter::new(ctx.nodes, ctx.loads, layout, 3);
+    let value = e.load(partials.buf, "idx");
+    let store = e.store_statement(target.buf, "slot", "scratch[0]");
+    let tail = emit_epilogue(&mut e, ctx.loads, target.node, epilogue);
+    let mut all = vec![target.node];
+    all.extend(ids(epilogue));
+    if let Some(fit) = fits(&e, ctx.nodes, ctx.loads, &all, ctx.limits) {
+        return Ok(fit);
+    }
+    let outs = ctx.nodes[target.node.index()].shape.numel();
+    let kernel = reduce_kernel(
+        &e,
+        op,
+        label,
         outs,
         1,
-        groups,
-        groups,
-        &format!("o * {groups}u"),
-        "r",
+        partials.groups,
+        partials.groups,
+        &partials.base,
+        &partials.offset,
         "",
-        &partial,
-        &format!("{store}\n{epilogue_body}"),
-        limits,
+        &value,
+        &format!("{store}\n{tail}"),
+        ctx.limits,
     )?;
-    Ok(Fit::Kernels(vec![pass1, pass2]))
+    Ok(Fit::Kernels(vec![kernel]))
 }
 
 #[allow(clippy::too_many_arguments)] // the template's holes, named at the call
@@ -1078,29 +1126,25 @@ fn rowcol(
         workgroups: dispatch_count(groups, 1, limits),
     };
     // Fold the partials of each column, then the column reduction's epilogue.
-    let mut e2 = Emitter::new(nodes, loads, layout, 3);
-    let value = e2.load(partial, "idx");
-    let store = e2.store_statement(r2.buf, "slot", "scratch[0]");
-    let tail2 = emit_epilogue(&mut e2, loads, r2.node, epilogue2);
-    let mut all = vec![r2.node];
-    all.extend(ids(epilogue2));
-    if let Some(fit) = fits(&e2, nodes, loads, &all, limits) {
-        return Ok(fit);
-    }
-    let second = reduce_kernel(
-        &e2,
+    let partials = Partials {
+        buf: partial,
+        groups,
+        base: "o".into(),
+        offset: format!("r * {row_len}u"),
+    };
+    let second = match fold_partials(
+        ctx,
+        buffers,
         *op2,
         &format!("{label} (columns)"),
-        row_len,
-        1,
-        groups,
-        groups,
-        "o",
-        &format!("r * {row_len}u"),
-        "",
-        &value,
-        &format!("{store}\n{tail2}"),
-        limits,
-    )?;
-    Ok(Fit::Kernels(vec![first, second]))
+        &partials,
+        r2,
+        epilogue2,
+    )? {
+        Fit::Kernels(k) => k,
+        other => return Ok(other),
+    };
+    let mut out = vec![first];
+    out.extend(second);
+    Ok(Fit::Kernels(out))
 }
