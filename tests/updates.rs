@@ -79,3 +79,32 @@ fn many_steps_on_the_gpu_match_the_cpu() {
     let (d, i) = worst_diff(gpu_w, cpu_w);
     assert!(d < 1e-4, "w[{i}]: {} vs {}", gpu_w[i], cpu_w[i]);
 }
+
+/// Updates that copy: a parameter set from an input, and one value feeding two parameters.
+fn copies_on(device: &Device) {
+    let g = Graph::new();
+    let (a, b, c) = (g.param("a", [3]), g.param("b", [3]), g.param("c", [3]));
+    let x = g.input("x", [3]);
+    let v = a * 2.0 + 1.0;
+    let mut p = g
+        .compile_with_updates(device, &[v], &[(a, v), (b, v), (c, x)])
+        .unwrap();
+    p.set_param("a", &[1.0, 2.0, 3.0]).unwrap();
+    let out = p.run(&[("x", &[7.0, 8.0, 9.0])]).unwrap();
+    assert_eq!(out, vec![vec![3.0, 5.0, 7.0]]);
+    assert_eq!(p.param("a").unwrap(), [3.0, 5.0, 7.0]);
+    assert_eq!(p.param("b").unwrap(), [3.0, 5.0, 7.0]);
+    assert_eq!(p.param("c").unwrap(), [7.0, 8.0, 9.0]);
+    // The next run reads the updated `a`.
+    let out = p.run(&[("x", &[0.0; 3])]).unwrap();
+    assert_eq!(out, vec![vec![7.0, 11.0, 15.0]]);
+}
+
+#[test]
+fn updates_that_copy_on_every_device() {
+    copies_on(&Device::cpu());
+    copies_on(&Device::cpu_f32());
+    if let Some(d) = gpu() {
+        copies_on(&d);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run on a lent NVIDIA machine (see ../shared/gpu/README.md), in one device
+# call: our benchmark and the PyTorch/JAX anchors on the same card.
+#
+# Here, first:   bash ../shared/gpu/prepare.sh .gpu && cargo build --release --example bench
+# Then, there:   bash scripts/gpu-bench.sh 20,24,28
+#   (carry [".gpu", "target/release/examples/bench"]; results land in $OUT)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+sizes=${1:-20,24,28}
+out=${OUT:-/tmp/wgrad-bench}
+mkdir -p "$out"
+# shellcheck disable=SC1091
+source .gpu/env.sh
+nvidia-smi --query-gpu=name,memory.total,clocks.max.mem --format=csv >"$out/gpu.txt" 2>&1
+./target/release/examples/bench --backend gpu --sizes "$sizes" --json >"$out/wgrad.jsonl" 2>"$out/wgrad.log"
+python3 .gpu/anchors.py --sizes "$sizes" >"$out/anchors.jsonl" 2>"$out/anchors.log"
+cat "$out/gpu.txt"
+grep -v '^{' "$out/wgrad.jsonl"
+grep -v '^{' "$out/anchors.jsonl" | tail -n +2
