@@ -122,3 +122,31 @@ fn fused_logreg_steps_match_the_cpu() {
         );
     }
 }
+
+/// Found by the random-graph test (seed 7798): a column reduction fused with
+/// the row reduction it needs runs a level early, so its epilogue must not
+/// read another reduction of the row reduction's level.
+#[test]
+fn a_fused_column_reduction_waits_for_what_its_epilogue_reads() {
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    let g = Graph::new();
+    let a = g.input("a", [3, 4]);
+    let b = g.input("b", [5]);
+    let rows = a.sum_axes(&[1], true); // level 1, recorded first
+    let least = b.min_all(); // level 1 too
+    let cols = (rows.broadcast_to([3, 4]) / (a.square() + 1.0)).sum_axes(&[0], false);
+    let y = cols.max(least);
+    let mut r = rng(15);
+    let data = as_f32(&[
+        ("a".into(), sample(&mut r, 12, Domain::Any)),
+        ("b".into(), sample(&mut r, 5, Domain::Any)),
+    ]);
+    let got = g.compile(&gpu, &[y]).unwrap().run(&view(&data)).unwrap();
+    let want = g
+        .compile(&Device::cpu(), &[y])
+        .unwrap()
+        .run(&view(&data))
+        .unwrap();
+    assert_close("epilogue after a fused column reduction", &got, &want, 1e-4);
+}

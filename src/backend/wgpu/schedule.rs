@@ -1,14 +1,28 @@
 //! The GPU schedule: which values live in buffers, and which fused kernels
 //! compute them, in what order.
 //!
-//! Stored are: inputs, parameters, reductions, the requested outputs and
-//! update values, and any node a kernel would otherwise need at too many
-//! indices. Everything else is recomputed inside the kernels that use it.
+//! Written to buffers are: inputs, parameters, reductions, the requested
+//! outputs and update values, and any node a kernel would otherwise need at
+//! too many indices or that reads too many buffers. Kernels *load* only
+//! leaves, reductions and those last nodes: everything else, requested
+//! outputs included, is recomputed inside the kernels that use it.
+//!
 //! A stored node's *level* is one more than the highest level among the
-//! stored nodes its expression reads; kernels run level by level. At each
-//! level, element-wise targets of one extent share a kernel, and a target of
-//! the same extent as a reduction's operand is written by that reduction's
-//! first pass (which visits every operand index exactly once).
+//! loaded nodes its expression reads; kernels run level by level. At each
+//! level:
+//! - a reduction gets `shaders/reduce.wgsl` (one pass, or two when each
+//!   output folds many elements), or `shaders/matmul.wgsl` when it is a
+//!   matrix product, or `shaders/rowcol.wgsl` together with a column
+//!   reduction of the next level that needs its per-row results;
+//! - element-wise targets of the extent of a reduction's operand ride in its
+//!   first pass (which visits every operand index exactly once);
+//! - element-wise targets that read a reduction only at their own index run
+//!   in its last pass, as its epilogue;
+//! - the other element-wise targets of one extent share a kernel, split when
+//!   it would bind more buffers than the device allows.
+//!
+//! A buffer larger than one storage binding is split into parts of `chunk`
+//! elements (see `codegen::Layout`).
 
 use super::codegen::{fill, strided_expr, validate, Emitter, Layout};
 use super::device::GpuLimits;
@@ -16,8 +30,7 @@ use crate::backend::cpu::live_nodes;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, BinaryOp, Op, ReduceOp};
-use crate::shape::Shape;
-use crate::shape::StridedMap;
+use crate::shape::{Shape, StridedMap};
 use std::collections::{BTreeMap, HashMap};
 
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
@@ -284,6 +297,20 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                     .get_mut(&l2)
                     .expect("every target has a level")
                     .retain(|x| x.node != r2.node);
+                // `r2` now runs with `r1`, a level early: its epilogue may
+                // keep only what reads nothing of `r1`'s level.
+                let l1 = level[&r1.node];
+                if let Some(epilogue) = epilogues.get_mut(&r2.node) {
+                    let (keep, late): (Vec<Target>, Vec<Target>) = epilogue.iter().partition(|t| {
+                        reads(t.node, nodes, &loads, &mut reads_memo)
+                            .iter()
+                            .all(|d| *d == r2.node || level.get(d).is_none_or(|&l| l < l1))
+                    });
+                    *epilogue = keep;
+                    for t in late {
+                        by_level.entry(level[&t.node]).or_default().push(t);
+                    }
+                }
                 break;
             }
         }
