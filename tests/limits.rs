@@ -145,3 +145,41 @@ fn parameters_larger_than_one_binding_update_in_place() {
     assert_close("loss", &results[0].0, &results[1].0, 1e-3);
     assert_close("w", &[results[0].1.clone()], &[results[1].1.clone()], 1e-4);
 }
+
+#[test]
+fn a_row_and_column_reduction_too_wide_to_fuse_run_apart() {
+    // Four bindings cannot hold X, v, t, z and the partials: no fusion, same result.
+    let Some(dev) = small_gpu(GpuOptions {
+        max_storage_buffers: Some(4),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let (rows, d) = (64, 48);
+    let g = Graph::new();
+    let x = g.input("x", [rows, d]);
+    let t = g.input("t", [rows, 1]);
+    let v = g.param("v", [d, 1]);
+    let loss = x.matmul(v).logistic_loss(t);
+    let dv = g.grad(loss, &[v])[0];
+    let mut r = rng(16);
+    let data = as_f32(&[
+        ("x".into(), sample(&mut r, rows * d, Domain::Any)),
+        ("t".into(), sample(&mut r, rows, Domain::Any)),
+    ]);
+    let v0: Vec<f32> = sample(&mut r, d, Domain::Any)
+        .iter()
+        .map(|&a| a as f32)
+        .collect();
+    let mut results = Vec::new();
+    for device in [dev, Device::cpu()] {
+        let mut p = g
+            .compile_with_updates(&device, &[loss], &[(v, v - 0.1 * dv)])
+            .unwrap();
+        p.set_param("v", &v0).unwrap();
+        let l = p.run(&view(&data)).unwrap();
+        results.push((l, p.param("v").unwrap()));
+    }
+    assert_close("loss", &results[0].0, &results[1].0, 1e-4);
+    assert_close("v", &[results[0].1.clone()], &[results[1].1.clone()], 1e-4);
+}

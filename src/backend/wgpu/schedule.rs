@@ -331,25 +331,25 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .partition(|t| nodes[t.node.index()].shape.numel() == extent);
             elementwise = rest;
             if let Some(&r2) = partners.get(&r.node) {
-                elementwise.extend(riders);
-                let epilogue2 = epilogues.remove(&r2.node).unwrap_or_default();
                 let ctx = Ctx {
                     nodes,
                     loads: &loads,
                     limits,
                     chunk,
                 };
+                let epilogue2 = epilogues.get(&r2.node).cloned().unwrap_or_default();
                 match rowcol(ctx, r, r2, &epilogue, &epilogue2, &mut buffers)? {
-                    Fit::Kernels(ks) => kernels.extend(ks),
-                    Fit::Store(id) => return Ok(Attempt::Store(id)),
-                    Fit::Split => {
-                        return Err(Error::TooLarge(format!(
-                            "a fused row/column reduction of %{} needs more storage buffers than this device binds",
-                            r.node.index()
-                        )))
+                    Fit::Kernels(ks) => {
+                        kernels.extend(ks);
+                        elementwise.extend(riders);
+                        epilogues.remove(&r2.node);
+                        continue;
                     }
+                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    // Too many buffers for one kernel: the two reductions
+                    // go their own ways.
+                    Fit::Split => by_level.entry(l + 1).or_default().push(r2),
                 }
-                continue;
             }
             if let Some(form) = matmul_form(nodes, r.node) {
                 // A matrix product has its own iteration space: no riders.
