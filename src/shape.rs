@@ -108,7 +108,7 @@ impl From<&Shape> for Shape {
 /// How an output element of a layout op finds its source element: for each
 /// output axis, the source stride it contributes (0 where broadcast), plus a
 /// constant offset. Broadcast, permute and slice are all of this form; pad is
-/// a slice whose source exists only on part of the axis (see [`pad_source`]).
+/// a slice whose source exists only on part of the axis (see [`PadMap`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StridedMap {
     /// The output's dimensions.
@@ -173,6 +173,33 @@ impl StridedMap {
         }
     }
 
+    /// The source indices of output elements `start..start + len`, stepping
+    /// the coordinates like an odometer rather than dividing for each one.
+    pub fn sources(&self, start: usize, len: usize) -> Vec<usize> {
+        let rank = self.out_dims.len();
+        let mut coords = vec![0; rank];
+        let mut rest = start;
+        for k in (0..rank).rev() {
+            coords[k] = rest % self.out_dims[k];
+            rest /= self.out_dims[k];
+        }
+        let mut src = self.source(start);
+        let mut out = Vec::with_capacity(len);
+        for _ in 0..len {
+            out.push(src);
+            for k in (0..rank).rev() {
+                coords[k] += 1;
+                src += self.src_strides[k];
+                if coords[k] < self.out_dims[k] {
+                    break;
+                }
+                src -= self.src_strides[k] * self.out_dims[k];
+                coords[k] = 0;
+            }
+        }
+        out
+    }
+
     /// The source index of output element `i`.
     pub fn source(&self, mut i: usize) -> usize {
         let mut src = self.offset;
@@ -189,22 +216,35 @@ impl StridedMap {
     }
 }
 
-/// Pad along `axis` with `before` zeros in front; the output's `axis` has
-/// length `out_len`. Returns the source index of output element `i`, or `None`
-/// where the output is padding.
-pub fn pad_source(
-    input: &Shape,
-    axis: usize,
-    before: usize,
+/// Pad along an axis: where each output element's source is, if anywhere.
+#[derive(Clone, Debug)]
+pub struct PadMap {
+    /// Elements after the axis (one step along it).
+    inner: usize,
+    /// The axis's length in the output and in the source.
     out_len: usize,
-    i: usize,
-) -> Option<usize> {
-    let inner: usize = input.0[axis + 1..].iter().product();
-    let outer = i / (out_len * inner);
-    let a = (i / inner) % out_len;
-    let r = i % inner;
-    let len = input.0[axis];
-    (a >= before && a < before + len).then(|| (outer * len + (a - before)) * inner + r)
+    len: usize,
+    before: usize,
+}
+
+impl PadMap {
+    /// `input` padded along `axis` with `before` zeros in front, to `out_len` there.
+    pub fn new(input: &Shape, axis: usize, before: usize, out_len: usize) -> PadMap {
+        PadMap {
+            inner: input.0[axis + 1..].iter().product(),
+            out_len,
+            len: input.0[axis],
+            before,
+        }
+    }
+    /// The source index of output element `i`, or `None` where it is padding.
+    pub fn source(&self, i: usize) -> Option<usize> {
+        let outer = i / (self.out_len * self.inner);
+        let a = (i / self.inner) % self.out_len;
+        let r = i % self.inner;
+        (a >= self.before && a < self.before + self.len)
+            .then(|| (outer * self.len + (a - self.before)) * self.inner + r)
+    }
 }
 
 #[cfg(test)]
@@ -239,9 +279,14 @@ mod tests {
             (0..4).map(|i| b.source(i)).collect::<Vec<_>>(),
             [0, 0, 1, 1]
         );
-        let p: Vec<_> = (0..4)
-            .map(|i| pad_source(&Shape::from([2]), 0, 1, 4, i))
-            .collect();
+        let pad = PadMap::new(&Shape::from([2]), 0, 1, 4);
+        let p: Vec<_> = (0..4).map(|i| pad.source(i)).collect();
         assert_eq!(p, [None, Some(0), Some(1), None]);
+        // The odometer agrees with one division per element.
+        let m = StridedMap::permute(&Shape::from([3, 4, 5]), &[2, 0, 1]);
+        assert_eq!(
+            m.sources(7, 40),
+            (7..47).map(|i| m.source(i)).collect::<Vec<_>>()
+        );
     }
 }

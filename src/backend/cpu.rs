@@ -3,7 +3,7 @@
 
 use crate::graph::{Node, NodeId};
 use crate::ops::Op;
-use crate::shape::{pad_source, Shape, StridedMap};
+use crate::shape::{PadMap, Shape, StridedMap};
 use std::collections::HashMap;
 
 /// The values of `outputs`, given the values of every input and parameter
@@ -131,9 +131,9 @@ fn eval_op(node: &Node, args: &[&[f64]], in_shapes: &[&Shape]) -> Vec<f64> {
             *start,
             node.shape.0[*axis],
         )),
-        Op::Pad { axis, before } => par_map(n, |i| {
-            pad_source(in_shapes[0], *axis, *before, node.shape.0[*axis], i)
-                .map_or(0.0, |s| args[0][s])
-        }),
+        Op::Pad { axis, before } => {
+            let pad = PadMap::new(in_shapes[0], *axis, *before, node.shape.0[*axis]);
+            par_map(n, |i| pad.source(i).map_or(0.0, |s| args[0][s]))
+        }
     }
 }

@@ -13,7 +13,7 @@
 use crate::backend::cpu::live_nodes;
 use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, UnaryOp};
-use crate::shape::{pad_source, StridedMap};
+use crate::shape::{PadMap, StridedMap};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -124,23 +124,21 @@ impl<'a> ChunkEval<'a> {
             }
             Op::Broadcast => {
                 let m = StridedMap::broadcast(in_shape(0), &node.shape);
-                return self.mapped(input(0), s, |i| m.source(i));
+                return self.mapped(input(0), s, &m);
             }
             Op::Permute(perm) => {
                 let m = StridedMap::permute(in_shape(0), perm);
-                return self.mapped(input(0), s, |i| m.source(i));
+                return self.mapped(input(0), s, &m);
             }
             Op::Slice { axis, start } => {
                 let m = StridedMap::slice(in_shape(0), *axis, *start, node.shape.0[*axis]);
-                return self.mapped(input(0), s, |i| m.source(i));
+                return self.mapped(input(0), s, &m);
             }
             Op::Pad { axis, before } => {
                 // Padding reads element 0 and is masked to zero afterwards.
-                let shape = in_shape(0).clone();
-                let out_len = node.shape.0[*axis];
-                let src: Vec<Option<usize>> = (0..len)
-                    .map(|k| pad_source(&shape, *axis, *before, out_len, self.sets[s].get(k)))
-                    .collect();
+                let pad = PadMap::new(in_shape(0), *axis, *before, node.shape.0[*axis]);
+                let src: Vec<Option<usize>> =
+                    (0..len).map(|k| pad.source(self.sets[s].get(k))).collect();
                 let t = self.set(Indices::List(src.iter().map(|x| x.unwrap_or(0)).collect()));
                 let v = self.value(input(0), t, false);
                 src.iter()
@@ -154,11 +152,12 @@ impl<'a> ChunkEval<'a> {
         })
     }
 
-    /// `input` at the indices `f` maps this set's indices to.
-    fn mapped(&mut self, input: NodeId, s: usize, f: impl Fn(usize) -> usize) -> Rc<Vec<f32>> {
-        let ix: Vec<usize> = (0..self.sets[s].len())
-            .map(|k| f(self.sets[s].get(k)))
-            .collect();
+    /// `input` at the indices the strided map `m` takes this set's indices to.
+    fn mapped(&mut self, input: NodeId, s: usize, m: &StridedMap) -> Rc<Vec<f32>> {
+        let ix = match &self.sets[s] {
+            Indices::Range { start, len } => m.sources(*start, *len),
+            Indices::List(v) => v.iter().map(|&i| m.source(i)).collect(),
+        };
         // Consecutive indices (a slice of a range, say) stay a range: loads are copies.
         let ix = match ix.first() {
             Some(&start) if ix.windows(2).all(|w| w[1] == w[0] + 1) => Indices::Range {
@@ -356,8 +355,7 @@ fn reduce(nodes: &[Node], stored: &[Option<Cow<[f32]>>], id: NodeId) -> Vec<f32>
                         if outs == 1 {
                             acc[0] = v.iter().fold(acc[0], |a, &x| op.cpu(a, x as f64));
                         } else {
-                            for (j, &x) in v.iter().enumerate() {
-                                let o = to_out.source(start + j);
+                            for (&o, &x) in to_out.sources(start, len).iter().zip(v.iter()) {
                                 acc[o] = op.cpu(acc[o], x as f64);
                             }
                         }
