@@ -164,13 +164,20 @@ fn main() -> Result<()> {
         prog.set_param(name, values)?;
     }
     let stats = prog.stats();
+    let kernels = if device.is_gpu() {
+        format!(
+            ": {} dispatches and {:.1} MB moved per step",
+            stats.dispatches,
+            (stats.bytes_read + stats.bytes_written) as f64 / 1e6
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{} with {} parameters, {opt:?}; compiled in {:.2?}: {} dispatches and {:.1} MB moved per step",
+        "{} with {} parameters, {opt:?}; compiled in {:.2?}{kernels}",
         args.problem,
         w.numel(),
         t0.elapsed(),
-        stats.dispatches,
-        (stats.bytes_read + stats.bytes_written) as f64 / 1e6
     );
 
     let bar = ProgressBar::new(args.steps as u64);
