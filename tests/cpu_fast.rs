@@ -4,22 +4,6 @@ mod common;
 use common::*;
 use wgrad::{Device, Graph, Optimizer};
 
-fn compare(g: &Graph, outputs: &[wgrad::Var], data: &[(String, Vec<f64>)], tol: f64, what: &str) {
-    let data = as_f32(data);
-    let feeds = view(&data);
-    let got = g
-        .compile(&Device::cpu_f32(), outputs)
-        .unwrap()
-        .run(&feeds)
-        .unwrap();
-    let want = g
-        .compile(&Device::cpu(), outputs)
-        .unwrap()
-        .run(&feeds)
-        .unwrap();
-    assert_close(what, &got, &want, tol);
-}
-
 #[test]
 fn every_op_and_its_gradients_match_the_reference() {
     for (k, c) in cases().iter().enumerate() {
@@ -28,7 +12,14 @@ fn every_op_and_its_gradients_match_the_reference() {
         let mut outputs = vec![y, loss];
         outputs.extend(g.grad(loss, &vars));
         let tol = if c.reduces { 1e-3 } else { 1e-4 };
-        compare(&g, &outputs, &feeds(c, y.numel(), k as u64), tol, c.name);
+        check_against_reference(
+            &Device::cpu_f32(),
+            &g,
+            &outputs,
+            &feeds(c, y.numel(), k as u64),
+            tol,
+            c.name,
+        );
     }
 }
 
@@ -45,7 +36,7 @@ fn large_fused_workloads_match_the_reference_and_repeat_bit_for_bit() {
         .iter()
         .map(|name| (name.to_string(), sample(&mut r, n, Domain::Any)))
         .collect();
-    compare(&g, &outputs, &data, 1e-3, "fused 300k");
+    check_against_reference(&Device::cpu_f32(), &g, &outputs, &data, 1e-3, "fused 300k");
     let data = as_f32(&data);
     let mut p = g.compile(&Device::cpu_f32(), &outputs).unwrap();
     let first = p.run(&view(&data)).unwrap();

@@ -305,3 +305,27 @@ pub fn view<T>(data: &[(String, Vec<T>)]) -> Vec<(&str, &[T])> {
         .map(|(n, d)| (n.as_str(), d.as_slice()))
         .collect()
 }
+
+/// Run `outputs` on `device` and on the f64 reference with `data`, and
+/// assert they agree to `tol`.
+pub fn check_against_reference(
+    device: &Device,
+    g: &Graph,
+    outputs: &[Var],
+    data: &[(String, Vec<f64>)],
+    tol: f64,
+    what: &str,
+) {
+    let data = as_f32(data);
+    let feeds = view(&data);
+    let mut p = g
+        .compile(device, outputs)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let got = p.run(&feeds).unwrap();
+    let want = g
+        .compile(&Device::cpu(), outputs)
+        .unwrap()
+        .run(&feeds)
+        .unwrap();
+    assert_close(what, &got, &want, tol);
+}
