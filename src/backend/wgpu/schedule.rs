@@ -316,6 +316,12 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         }
     }
 
+    let ctx = Ctx {
+        nodes,
+        loads: &loads,
+        limits,
+        chunk,
+    };
     let mut kernels = Vec::new();
     while let Some((l, group)) = by_level.pop_first() {
         let (reductions, mut elementwise): (Vec<Target>, Vec<Target>) = group
@@ -331,12 +337,6 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .partition(|t| nodes[t.node.index()].shape.numel() == extent);
             elementwise = rest;
             if let Some(&r2) = partners.get(&r.node) {
-                let ctx = Ctx {
-                    nodes,
-                    loads: &loads,
-                    limits,
-                    chunk,
-                };
                 let epilogue2 = epilogues.get(&r2.node).cloned().unwrap_or_default();
                 match rowcol(ctx, r, r2, &epilogue, &epilogue2, &mut buffers)? {
                     Fit::Kernels(ks) => {
@@ -355,17 +355,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 // A matrix product has its own iteration space: no riders.
                 elementwise.extend(riders);
                 by_level.entry(l + 1).or_default().extend(epilogue);
-                match matmul_kernel(
-                    nodes,
-                    &loads,
-                    r,
-                    &form,
-                    limits,
-                    Layout {
-                        buffers: &buffers,
-                        chunk,
-                    },
-                )? {
+                match matmul_kernel(ctx, &buffers, r, &form)? {
                     Fit::Kernels(ks) => kernels.extend(ks),
                     Fit::Store(id) => return Ok(Attempt::Store(id)),
                     Fit::Split => unreachable!("a lone target is never split"),
@@ -380,12 +370,6 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 (vec![], vec![]),
             ];
             for (k, (with_riders, with_epilogue)) in attempts.into_iter().enumerate() {
-                let ctx = Ctx {
-                    nodes,
-                    loads: &loads,
-                    limits,
-                    chunk,
-                };
                 match reduction(ctx, r, &with_riders, &with_epilogue, &mut buffers)? {
                     Fit::Kernels(ks) => {
                         kernels.extend(ks);
@@ -414,17 +398,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 .push(t);
         }
         for (extent, ts) in by_extent {
-            match elementwise_kernels(
-                nodes,
-                &loads,
-                extent,
-                &ts,
-                limits,
-                Layout {
-                    buffers: &buffers,
-                    chunk,
-                },
-            )? {
+            match elementwise_kernels(ctx, &buffers, extent, &ts)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
                 Fit::Store(id) => return Ok(Attempt::Store(id)),
                 Fit::Split => unreachable!("elementwise_kernels splits itself"),
@@ -548,13 +522,18 @@ fn fits(
 }
 
 fn elementwise_kernels(
-    nodes: &[Node],
-    stored: &HashMap<NodeId, BufId>,
+    ctx: Ctx,
+    buffers: &[BufSpec],
     extent: usize,
     targets: &[Target],
-    limits: &GpuLimits,
-    layout: Layout,
 ) -> Result<Fit> {
+    let Ctx {
+        nodes,
+        loads: stored,
+        limits,
+        chunk,
+    } = ctx;
+    let layout = Layout { buffers, chunk };
     let mut e = Emitter::new(nodes, stored, layout, 2);
     emit_targets(&mut e, stored, targets, "idx");
     match fits(&e, nodes, stored, &ids(targets), limits) {
@@ -562,7 +541,7 @@ fn elementwise_kernels(
             let (a, b) = targets.split_at(targets.len() / 2);
             let mut out = Vec::new();
             for half in [a, b] {
-                match elementwise_kernels(nodes, stored, extent, half, limits, layout)? {
+                match elementwise_kernels(ctx, buffers, extent, half)? {
                     Fit::Kernels(ks) => out.extend(ks),
                     other => return Ok(other),
                 }
@@ -879,14 +858,14 @@ fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
     None
 }
 
-fn matmul_kernel(
-    nodes: &[Node],
-    loads: &HashMap<NodeId, BufId>,
-    target: Target,
-    f: &MatmulForm,
-    limits: &GpuLimits,
-    layout: Layout,
-) -> Result<Fit> {
+fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) -> Result<Fit> {
+    let Ctx {
+        nodes,
+        loads,
+        limits,
+        chunk,
+    } = ctx;
+    let layout = Layout { buffers, chunk };
     let strides = f.shape.strides();
     let out_strides = nodes[target.node.index()].shape.strides();
     let batch_dims: Vec<usize> = f.batch.iter().map(|&x| f.shape.0[x]).collect();
