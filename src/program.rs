@@ -127,6 +127,11 @@ impl Graph {
         updates: &[(Var<'_>, Var<'_>)],
     ) -> Result<Program> {
         let location = Location::caller();
+        self.own(
+            outputs
+                .iter()
+                .chain(updates.iter().flat_map(|(p, v)| [p, v])),
+        )?;
         let nodes: Vec<Node> = self.nodes().clone();
         let outputs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
         let mut update_ids = Vec::new();
@@ -227,9 +232,23 @@ impl Graph {
         })
     }
 
+    /// An error unless every one of `vars` was recorded in this graph.
+    #[track_caller]
+    fn own<'a, 'g: 'a>(&self, mut vars: impl Iterator<Item = &'a Var<'g>>) -> Result<()> {
+        if vars.any(|v| !std::ptr::eq(v.graph(), self)) {
+            return Err(Error::Graph {
+                detail: "a node of another graph was given".into(),
+                location: Location::caller(),
+            });
+        }
+        Ok(())
+    }
+
     /// Evaluate `outputs` on the CPU reference in f64; `feeds` gives every
     /// input and parameter they depend on, by name.
+    #[track_caller]
     pub fn eval_f64(&self, outputs: &[Var<'_>], feeds: &[(&str, &[f64])]) -> Result<Vec<Vec<f64>>> {
+        self.own(outputs.iter())?;
         let nodes = self.nodes();
         let outs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
         let leaves: Vec<NodeId> = cpu::live_nodes(&nodes, &outs)
@@ -244,7 +263,9 @@ impl Graph {
 
     /// The WGSL kernels this graph compiles to for `outputs`, planned for
     /// WebGPU's default limits and validated with naga; no GPU needed.
+    #[track_caller]
     pub fn wgsl(&self, outputs: &[Var<'_>]) -> Result<Vec<String>> {
+        self.own(outputs.iter())?;
         let nodes = self.nodes().clone();
         let outs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
         let live = cpu::live_nodes(&nodes, &outs);

@@ -95,3 +95,18 @@ fn run_errors_on_the_gpu() {
         run_errors_on(&d);
     }
 }
+
+#[test]
+fn compiling_another_graphs_node_is_an_error() {
+    let (g, h) = (Graph::new(), Graph::new());
+    let _ = g.input("a", [2]);
+    let b = h.input("b", [2]).exp();
+    let err = g
+        .compile(&Device::cpu(), &[b])
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(err.contains("another graph"), "{err}");
+    assert!(g.eval_f64(&[b], &[]).is_err());
+    assert!(g.wgsl(&[b]).is_err());
+}
