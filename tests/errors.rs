@@ -109,4 +109,5 @@ fn compiling_another_graphs_node_is_an_error() {
     assert!(err.contains("another graph"), "{err}");
     assert!(g.eval_f64(&[b], &[]).is_err());
     assert!(g.wgsl(&[b]).is_err());
+    assert!(g.try_grad(b.sum(), &[b]).is_err());
 }
