@@ -20,7 +20,10 @@ impl Graph {
     #[track_caller]
     pub fn try_grad<'g>(&'g self, loss: Var<'g>, wrt: &[Var<'g>]) -> Result<Vec<Var<'g>>> {
         let location = Location::caller();
-        if std::iter::once(&loss).chain(wrt).any(|v| !std::ptr::eq(v.graph(), self)) {
+        if std::iter::once(&loss)
+            .chain(wrt)
+            .any(|v| !std::ptr::eq(v.graph(), self))
+        {
             return Err(Error::Graph {
                 detail: "grad was given a node of another graph".into(),
                 location,

@@ -39,3 +39,34 @@ fn slides_on_the_gpu() {
         slides_on(&d);
     }
 }
+
+/// With `WGRAD_REQUIRE_GPU=1` a missing adapter fails the GPU tests; without
+/// it they skip. Runs this test binary's GPU test again with no adapter to
+/// be found (`WGPU_ADAPTER_NAME` naming none).
+#[test]
+fn a_missing_adapter_fails_only_when_a_gpu_is_required() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let run = |require: &str| {
+        std::process::Command::new(&exe)
+            .args(["--exact", "slides_on_the_gpu", "--test-threads", "1"])
+            .env("WGPU_ADAPTER_NAME", "no adapter is called this")
+            .env("WGRAD_REQUIRE_GPU", require)
+            .output()
+            .expect("the test binary runs")
+    };
+    let required = run("1");
+    assert!(
+        !required.status.success(),
+        "a missing adapter must fail under WGRAD_REQUIRE_GPU=1"
+    );
+    let text =
+        String::from_utf8_lossy(&required.stdout) + String::from_utf8_lossy(&required.stderr);
+    assert!(
+        text.contains("no GPU adapter found"),
+        "the failure says why: {text}"
+    );
+    assert!(
+        run("0").status.success(),
+        "without the requirement the GPU test skips"
+    );
+}
