@@ -173,6 +173,22 @@ impl StridedMap {
         }
     }
 
+    /// A reduction of `input` over `axes`, as two maps whose sum is the
+    /// source index: one from the output's index (over the kept axes), one
+    /// from the index among the elements folded (over `axes`, in order).
+    pub fn reduction(input: &Shape, axes: &[usize]) -> (StridedMap, StridedMap) {
+        let strides = input.strides();
+        let over = |pick: &dyn Fn(usize) -> bool| {
+            let ks: Vec<usize> = (0..input.rank()).filter(|&k| pick(k)).collect();
+            StridedMap {
+                out_dims: ks.iter().map(|&k| input.0[k]).collect(),
+                src_strides: ks.iter().map(|&k| strides[k]).collect(),
+                offset: 0,
+            }
+        };
+        (over(&|k| !axes.contains(&k)), over(&|k| axes.contains(&k)))
+    }
+
     /// The source indices of output elements `start..start + len`, stepping
     /// the coordinates like an odometer rather than dividing for each one.
     pub fn sources(&self, start: usize, len: usize) -> Vec<usize> {

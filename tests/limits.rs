@@ -23,15 +23,14 @@ fn few_storage_bindings_per_kernel() {
         let (vars, y, loss) = record(&g, c);
         let mut outputs = vec![y, loss];
         outputs.extend(g.grad(loss, &vars));
-        let data = as_f32(&feeds(c, y.numel(), k as u64));
-        let mut p = g.compile(&dev, &outputs).unwrap();
-        let got = p.run(&view(&data)).unwrap();
-        let want = g
-            .compile(&Device::cpu(), &outputs)
-            .unwrap()
-            .run(&view(&data))
-            .unwrap();
-        assert_close(c.name, &got, &want, 1e-3);
+        check_against_reference(
+            &dev,
+            &g,
+            &outputs,
+            &feeds(c, y.numel(), k as u64),
+            1e-3,
+            c.name,
+        );
     }
 }
 
@@ -51,21 +50,11 @@ fn few_workgroups_per_dispatch() {
     let mut outputs = vec![f];
     outputs.extend(g.grad(f, &[x, y]));
     let mut r = rng(8);
-    let data = as_f32(&[
+    let data = [
         ("x".into(), sample(&mut r, n, Domain::Any)),
         ("y".into(), sample(&mut r, n, Domain::Any)),
-    ]);
-    let got = g
-        .compile(&dev, &outputs)
-        .unwrap()
-        .run(&view(&data))
-        .unwrap();
-    let want = g
-        .compile(&Device::cpu(), &outputs)
-        .unwrap()
-        .run(&view(&data))
-        .unwrap();
-    assert_close("grid-stride", &got, &want, 1e-3);
+    ];
+    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "grid-stride");
 }
 
 #[test]

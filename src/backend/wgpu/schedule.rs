@@ -595,8 +595,6 @@ fn reduction(
     };
     let operand = node.inputs[0];
     let in_shape = &nodes[operand.index()].shape;
-    let strides = in_shape.strides();
-    let kept: Vec<usize> = (0..in_shape.rank()).filter(|k| !axes.contains(k)).collect();
     let outs = node.shape.numel();
     let len: usize = axes.iter().map(|&a| in_shape.0[a]).product();
     let groups = if len <= CHUNK_TARGET || outs >= ENOUGH_OUTPUTS {
@@ -605,16 +603,7 @@ fn reduction(
         len.div_ceil(CHUNK_TARGET).min(MAX_CHUNKS)
     };
     let chunk = len.div_ceil(groups);
-    let base_map = StridedMap {
-        out_dims: kept.iter().map(|&k| in_shape.0[k]).collect(),
-        src_strides: kept.iter().map(|&k| strides[k]).collect(),
-        offset: 0,
-    };
-    let offset_map = StridedMap {
-        out_dims: axes.iter().map(|&a| in_shape.0[a]).collect(),
-        src_strides: axes.iter().map(|&a| strides[a]).collect(),
-        offset: 0,
-    };
+    let (base_map, offset_map) = StridedMap::reduction(in_shape, axes);
     let dst = if groups == 1 {
         target.buf
     } else {
@@ -1059,8 +1048,6 @@ fn rowcol(
     };
     let (o1, o2) = (n1.inputs[0], n2.inputs[0]);
     let shape = &nodes[o1.index()].shape;
-    let strides = shape.strides();
-    let kept: Vec<usize> = (0..shape.rank()).filter(|k| !axes.contains(k)).collect();
     let rows = n1.shape.numel();
     let row_len: usize = axes.iter().map(|&k| shape.0[k]).product();
     // Enough rows per workgroup that the column partials cost little
@@ -1073,16 +1060,7 @@ fn rowcol(
     });
     let partial = buffers.len() - 1;
     let layout = Layout { buffers, chunk };
-    let base = StridedMap {
-        out_dims: kept.iter().map(|&k| shape.0[k]).collect(),
-        src_strides: kept.iter().map(|&k| strides[k]).collect(),
-        offset: 0,
-    };
-    let offset = StridedMap {
-        out_dims: axes.iter().map(|&k| shape.0[k]).collect(),
-        src_strides: axes.iter().map(|&k| strides[k]).collect(),
-        offset: 0,
-    };
+    let (base, offset) = StridedMap::reduction(shape, axes);
     let mut e = Emitter::new(nodes, loads, layout, 4);
     let value1 = e.value(o1, "idx");
     let body1 = e.take_body();
