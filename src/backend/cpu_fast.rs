@@ -12,7 +12,7 @@
 
 use crate::backend::cpu::live_nodes;
 use crate::graph::{Node, NodeId};
-use crate::ops::{BinaryOp, Op, UnaryOp};
+use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::{PadMap, StridedMap};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -171,38 +171,48 @@ impl<'a> ChunkEval<'a> {
     }
 }
 
-/// A unary op with the op chosen once per chunk, not per element.
-fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
-    #[inline(always)]
-    fn map(x: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
-        x.iter().map(|&a| f(a)).collect()
-    }
-    match op {
-        UnaryOp::Neg => map(x, |a| -a),
-        UnaryOp::Square => map(x, |a| a * a),
-        UnaryOp::Relu => map(x, |a| if a > 0.0 { a } else { 0.0 }),
-        other => map(x, |a| other.cpu(a)),
-    }
+/// `f` over a chunk; generic so that each op's loop is compiled (and
+/// vectorised) on its own.
+#[inline(always)]
+fn map(x: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    x.iter().map(|&a| f(a)).collect()
 }
 
-/// `f` over two chunks; generic so that each op's loop is compiled (and
-/// vectorised) on its own.
+/// `f` over two chunks, likewise.
 #[inline(always)]
 fn zip(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
     x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
 }
 
-/// A binary op with the op chosen once per chunk, not per element.
-fn binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Vec<f32> {
-    match op {
-        BinaryOp::Add => zip(x, y, |a, b| a + b),
-        BinaryOp::Sub => zip(x, y, |a, b| a - b),
-        BinaryOp::Mul => zip(x, y, |a, b| a * b),
-        BinaryOp::Div => zip(x, y, |a, b| a / b),
-        BinaryOp::Max => zip(x, y, |a, b| if a >= b { a } else { b }),
-        BinaryOp::Min => zip(x, y, |a, b| if a <= b { a } else { b }),
-        other => zip(x, y, |a, b| other.cpu(a, b)),
+/// A unary op of the op table, with its loop specialised per op: matching
+/// on a constant variant inside the loop folds away.
+fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
+    use UnaryOp::*;
+    macro_rules! each {
+        ($($v:ident),*) => {
+            match op {
+                $($v => map(x, |a| $v.cpu(a)),)*
+                PowConst(c) => map(x, |a| PowConst(c).cpu(a)),
+            }
+        };
     }
+    each!(
+        Neg, Abs, Sign, Exp, Log, Sqrt, Rsqrt, Recip, Square, Sin, Cos, Tanh, Sigmoid, Relu,
+        Softplus, Detach
+    )
+}
+
+/// A binary op of the op table, with its loop specialised per op.
+fn binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Vec<f32> {
+    use BinaryOp::*;
+    macro_rules! each {
+        ($($v:ident),*) => {
+            match op {
+                $($v => zip(x, y, |a, b| $v.cpu(a, b)),)*
+            }
+        };
+    }
+    each!(Add, Sub, Mul, Div, Max, Min, Pow, Lt, Le, Gt, Ge, Eq)
 }
 
 fn threads() -> usize {
@@ -352,13 +362,7 @@ fn reduce(nodes: &[Node], stored: &[Option<Cow<[f32]>>], id: NodeId) -> Vec<f32>
                         let len = CHUNK.min(end - start);
                         let s = e.range(start, len);
                         let v = e.value(operand, s, false);
-                        if outs == 1 {
-                            acc[0] = v.iter().fold(acc[0], |a, &x| op.cpu(a, x as f64));
-                        } else {
-                            for (&o, &x) in to_out.sources(start, len).iter().zip(v.iter()) {
-                                acc[o] = op.cpu(acc[o], x as f64);
-                            }
-                        }
+                        fold(*op, &mut acc, &v, outs == 1, || to_out.sources(start, len));
                     }
                     acc
                 })
@@ -376,4 +380,26 @@ fn reduce(nodes: &[Node], stored: &[Option<Cow<[f32]>>], id: NodeId) -> Vec<f32>
         }
     }
     out.into_iter().map(|x| x as f32).collect()
+}
+
+/// Fold a chunk into the accumulators (all into one when `single`, else each
+/// element into the output `slots()` names), the loop specialised per op.
+fn fold(op: ReduceOp, acc: &mut [f64], v: &[f32], single: bool, slots: impl Fn() -> Vec<usize>) {
+    use ReduceOp::*;
+    macro_rules! each {
+        ($($r:ident),*) => {
+            match op {
+                $($r => {
+                    if single {
+                        acc[0] = v.iter().fold(acc[0], |a, &x| $r.cpu(a, x as f64));
+                    } else {
+                        for (&o, &x) in slots().iter().zip(v) {
+                            acc[o] = $r.cpu(acc[o], x as f64);
+                        }
+                    }
+                })*
+            }
+        };
+    }
+    each!(Sum, Max, Min)
 }
