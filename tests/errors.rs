@@ -111,3 +111,18 @@ fn compiling_another_graphs_node_is_an_error() {
     assert!(g.wgsl(&[b]).is_err());
     assert!(g.try_grad(b.sum(), &[b]).is_err());
 }
+
+#[test]
+fn a_tensor_too_large_to_index_is_refused_before_any_allocation() {
+    // 2^31 elements would overflow the kernels' 32-bit indices.
+    let g = Graph::new();
+    let x = g.input("x", [1 << 16, 1 << 15]);
+    let y = (x * 2.0).sum();
+    let err = g.wgsl(&[y]).unwrap_err();
+    assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    assert!(err.to_string().contains("2^31"), "{err}");
+    if let Some(gpu) = common::gpu() {
+        let err = g.compile(&gpu, &[y]).err().expect("refused");
+        assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    }
+}
