@@ -16,6 +16,14 @@
 //! assert_eq!(out, vec![vec![6.0], vec![2.0], vec![5.0], vec![0.0]]);
 //! ```
 //!
+//! Devices: [`Device::gpu`] (wgpu), [`Device::cpu`] (the f64 reference) and
+//! [`Device::cpu_f32`] (a fused, multi-threaded f32 fast path);
+//! [`Device::auto`] picks a GPU if there is one.
+//!
+//! Training: parameters ([`Graph::param`]) stay in the program between runs;
+//! [`Graph::compile_with_updates`] fuses updates such as those of an
+//! [`Optimizer`] with the gradient that feeds them, so a step is one submit.
+//!
 //! Conventions: `max`/`min` (element-wise and reductions) split the gradient
 //! equally between tied arguments, as PyTorch and JAX do. (The backprop slide
 //! this project began from uses a strict indicator, which differs only at ties.)
