@@ -445,17 +445,23 @@ impl<'g> Var<'g> {
     /// Swap the last two axes (a matrix transpose, batched).
     #[track_caller]
     pub fn transpose(self) -> Var<'g> {
-        let location = Location::caller();
+        self.try_transpose().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `transpose`, or an error below rank 2.
+    #[track_caller]
+    pub fn try_transpose(self) -> Result<Var<'g>> {
         let r = self.shape().rank();
-        assert!(
-            r >= 2,
-            "{}: transpose needs rank >= 2, got shape {}",
-            location,
-            self.shape()
-        );
+        if r < 2 {
+            return Err(Error::Argument {
+                op: "transpose",
+                detail: format!("needs rank >= 2, got shape {}", self.shape()),
+                location: Location::caller(),
+            });
+        }
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(r - 2, r - 1);
-        self.permute(&perm)
+        self.try_permute(&perm)
     }
 
     /// Elements `start..end` along `axis` (negative axes count from the end).
@@ -659,34 +665,61 @@ impl<'g> Var<'g> {
     /// Sum over `axes` (negative axes count from the end).
     #[track_caller]
     pub fn sum_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
-        self.try_reduce(ReduceOp::Sum, axes, keepdims)
+        self.try_sum_axes(axes, keepdims)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// `sum_axes`, or an error for a bad or repeated axis.
+    #[track_caller]
+    pub fn try_sum_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
+        self.try_reduce(ReduceOp::Sum, axes, keepdims)
     }
     /// Largest element over `axes`; the gradient splits equally between ties.
     #[track_caller]
     pub fn max_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
-        self.try_reduce(ReduceOp::Max, axes, keepdims)
+        self.try_max_axes(axes, keepdims)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// `max_axes`, or an error for a bad or repeated axis.
+    #[track_caller]
+    pub fn try_max_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
+        self.try_reduce(ReduceOp::Max, axes, keepdims)
     }
     /// Smallest element over `axes`; the gradient splits equally between ties.
     #[track_caller]
     pub fn min_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
-        self.try_reduce(ReduceOp::Min, axes, keepdims)
+        self.try_min_axes(axes, keepdims)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// `min_axes`, or an error for a bad or repeated axis.
+    #[track_caller]
+    pub fn try_min_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
+        self.try_reduce(ReduceOp::Min, axes, keepdims)
     }
     /// Mean over `axes`.
     #[track_caller]
     pub fn mean_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
+        self.try_mean_axes(axes, keepdims)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// `mean_axes`, or an error for a bad or repeated axis.
+    #[track_caller]
+    pub fn try_mean_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
         let before = self.numel();
-        let s = self.sum_axes(axes, keepdims);
+        let s = self.try_sum_axes(axes, keepdims)?;
         let count = before / s.numel().max(1);
-        s / count as f64
+        Ok(s / count as f64)
     }
     /// `log(sum(exp(x)))` over `axes`, shifted by the (detached) maximum so
     /// that no exponential overflows.
     #[track_caller]
     pub fn logsumexp_axes(self, axes: &[isize], keepdims: bool) -> Var<'g> {
-        let m = self.max_axes(axes, true).detach();
+        self.try_logsumexp_axes(axes, keepdims)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// `logsumexp_axes`, or an error for a bad or repeated axis.
+    #[track_caller]
+    pub fn try_logsumexp_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
+        let m = self.try_max_axes(axes, true)?.detach();
         let shape = self.shape();
         let lse = (self - m.broadcast_to(&shape))
             .exp()
@@ -694,15 +727,14 @@ impl<'g> Var<'g> {
             .log()
             + m;
         if keepdims {
-            lse
-        } else {
-            let axes = self.axes("logsumexp", axes).expect("checked by max_axes");
-            let dims: Vec<usize> = (0..shape.rank())
-                .filter(|k| !axes.contains(k))
-                .map(|k| shape.0[k])
-                .collect();
-            lse.reshape(dims)
+            return Ok(lse);
         }
+        let axes = self.axes("logsumexp", axes)?;
+        let dims: Vec<usize> = (0..shape.rank())
+            .filter(|k| !axes.contains(k))
+            .map(|k| shape.0[k])
+            .collect();
+        Ok(lse.reshape(dims))
     }
 
     // ---- linear algebra and losses ---------------------------------------

@@ -31,6 +31,14 @@ fn shape_errors_name_the_callers_line_and_both_shapes() {
     let err = a.try_reshape([7]).unwrap_err().to_string();
     assert!(err.contains("[2, 3]") && err.contains("[7]"), "{err}");
     assert!(a.try_slice(1, 2, 9).is_err());
+    for bad in [&[2isize][..], &[0, 0], &[-3]] {
+        assert!(a.try_sum_axes(bad, false).is_err(), "{bad:?}");
+        assert!(a.try_max_axes(bad, true).is_err(), "{bad:?}");
+        assert!(a.try_min_axes(bad, false).is_err(), "{bad:?}");
+        assert!(a.try_mean_axes(bad, true).is_err(), "{bad:?}");
+        assert!(a.try_logsumexp_axes(bad, false).is_err(), "{bad:?}");
+    }
+    assert!(b.try_transpose().is_err());
     assert!(a.try_permute(&[0, 0]).is_err());
     assert!(g.try_input("a", [1]).is_err(), "names are unique");
 }
