@@ -87,8 +87,10 @@ pub struct Stats {
 }
 
 enum Exec {
-    Cpu(Vec<Option<Vec<f64>>>),
-    CpuF32(Vec<Option<Vec<f32>>>),
+    /// Parameter values, zero until set (as GPU buffers are); whether a
+    /// value was set is `Program::params_set`.
+    Cpu(Vec<Vec<f64>>),
+    CpuF32(Vec<Vec<f32>>),
     Gpu(Box<GpuProgram>),
 }
 
@@ -185,8 +187,8 @@ impl Graph {
             }
         }
         let exec = match device {
-            Device::Cpu => Exec::Cpu(zero_started(&nodes, &params)),
-            Device::CpuF32 => Exec::CpuF32(zero_started(&nodes, &params)),
+            Device::Cpu => Exec::Cpu(zeros(&nodes, &params)),
+            Device::CpuF32 => Exec::CpuF32(zeros(&nodes, &params)),
             Device::Gpu(ctx) => {
                 let plan = schedule::plan(
                     &Request {
@@ -403,8 +405,8 @@ impl Program {
         let shape = &self.nodes[self.params[k].index()].shape;
         check_len(name, shape, data.len())?;
         match &mut self.exec {
-            Exec::Cpu(params) => params[k] = Some(data.iter().map(|&x| x as f64).collect()),
-            Exec::CpuF32(params) => params[k] = Some(data.to_vec()),
+            Exec::Cpu(params) => params[k] = data.iter().map(|&x| x as f64).collect(),
+            Exec::CpuF32(params) => params[k] = data.to_vec(),
             Exec::Gpu(g) => g.set_param(k, data),
         }
         self.params_set[k] = true;
@@ -421,10 +423,8 @@ impl Program {
             });
         }
         match &self.exec {
-            Exec::Cpu(params) => Ok(as_f32(
-                params[k].as_ref().expect("a set parameter has a value"),
-            )),
-            Exec::CpuF32(params) => Ok(params[k].clone().expect("a set parameter has a value")),
+            Exec::Cpu(params) => Ok(as_f32(&params[k])),
+            Exec::CpuF32(params) => Ok(params[k].clone()),
             Exec::Gpu(g) => {
                 let mut v = g.param(k)?;
                 v.truncate(self.nodes[self.params[k].index()].shape.numel());
@@ -480,21 +480,11 @@ impl Node {
     }
 }
 
-/// Parameters that start at zero have their value from the start.
-fn zero_started<T: Real>(nodes: &[Node], params: &[NodeId]) -> Vec<Option<Vec<T>>> {
+/// Zeros for every parameter.
+fn zeros<T: Real>(nodes: &[Node], params: &[NodeId]) -> Vec<Vec<T>> {
     params
         .iter()
-        .map(|p| {
-            let n = &nodes[p.index()];
-            matches!(
-                n.op,
-                Op::Param {
-                    starts_at_zero: true,
-                    ..
-                }
-            )
-            .then(|| vec![T::from_f64(0.0); n.shape.numel()])
-        })
+        .map(|p| vec![T::from_f64(0.0); nodes[p.index()].shape.numel()])
         .collect()
 }
 
@@ -518,7 +508,7 @@ impl CpuRun<'_> {
     /// Evaluate outputs and updates in `T`, then apply the updates.
     fn on_cpu<T: Real>(
         &self,
-        params: &mut [Option<Vec<T>>],
+        params: &mut [Vec<T>],
         data: &[&[f32]],
         read_back: bool,
         evaluate: Evaluate<T>,
@@ -532,9 +522,7 @@ impl CpuRun<'_> {
             leaves.insert(id, d);
         }
         for (&id, v) in self.params.iter().zip(params.iter()) {
-            if let Some(v) = v {
-                leaves.insert(id, v);
-            }
+            leaves.insert(id, v);
         }
         let mut roots = self.outputs.to_vec();
         roots.extend(self.updates.iter().map(|u| u.1));
@@ -542,7 +530,7 @@ impl CpuRun<'_> {
         let updated = values.split_off(self.outputs.len());
         for ((p, _), v) in self.updates.iter().zip(updated) {
             let k = self.params.iter().position(|q| q == p).expect("listed");
-            params[k] = Some(v);
+            params[k] = v;
         }
         if read_back {
             values.iter().map(|v| as_f32(v)).collect()
