@@ -48,24 +48,9 @@ fn optimizer_steps_match_the_reference() {
     let n = 5000;
     let g = Graph::new();
     let w = g.param("w", [n]);
-    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
-    let loss = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
+    let loss = rosenbrock(w);
     let updates = Optimizer::adam(1e-2).minimize(loss, &[w]);
-    let w0: Vec<f32> = sample(&mut rng(14), n, Domain::Any)
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
-    let mut results = Vec::new();
-    for device in [Device::cpu_f32(), Device::cpu()] {
-        let mut p = g.compile_with_updates(&device, &[loss], &updates).unwrap();
-        p.set_param("w", &w0).unwrap();
-        for _ in 0..5 {
-            p.step(&[]).unwrap();
-        }
-        results.push((p.run(&[]).unwrap(), p.param("w").unwrap()));
-    }
-    assert_close("loss", &results[0].0, &results[1].0, 1e-3);
-    assert_close("w", &[results[0].1.clone()], &[results[1].1.clone()], 1e-4);
+    steps_match_reference(&Device::cpu_f32(), &g, loss, &updates, &start(14, n), 5);
 }
 
 #[test]

@@ -19,9 +19,7 @@ fn seed_stats(device: &Device, n: usize) -> Stats {
 fn rosenbrock_stats(device: &Device, n: usize) -> Stats {
     let g = Graph::new();
     let w = g.param("w", [n]);
-    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
-    let r = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
-    let dw = g.grad(r, &[w])[0];
+    let dw = g.grad(common::rosenbrock(w), &[w])[0];
     g.compile_with_updates(device, &[], &[(w, w - 1e-4 * dw)])
         .unwrap()
         .stats()

@@ -51,33 +51,9 @@ fn many_steps_on_the_gpu_match_the_cpu() {
     let n = 1000;
     let g = Graph::new();
     let w = g.param("w", [n]);
-    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
-    let loss = (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum();
+    let loss = rosenbrock(w);
     let dw = g.grad(loss, &[w])[0];
-    let update = [(w, w - 1e-4 * dw)];
-    let mut r = rng(2);
-    let w0: Vec<f32> = sample(&mut r, n, Domain::Any)
-        .iter()
-        .map(|&x| x as f32)
-        .collect();
-    let mut losses = Vec::new();
-    for device in [gpu, Device::cpu()] {
-        let mut p = g.compile_with_updates(&device, &[loss], &update).unwrap();
-        p.set_param("w", &w0).unwrap();
-        for _ in 0..9 {
-            p.step(&[]).unwrap();
-        }
-        let l = p.run(&[]).unwrap()[0][0];
-        losses.push((l, p.param("w").unwrap()));
-    }
-    let (gpu_loss, gpu_w) = &losses[0];
-    let (cpu_loss, cpu_w) = &losses[1];
-    assert!(
-        (gpu_loss - cpu_loss).abs() / cpu_loss.abs() < 1e-4,
-        "{gpu_loss} vs {cpu_loss}"
-    );
-    let (d, i) = worst_diff(gpu_w, cpu_w);
-    assert!(d < 1e-4, "w[{i}]: {} vs {}", gpu_w[i], cpu_w[i]);
+    steps_match_reference(&gpu, &g, loss, &[(w, w - 1e-4 * dw)], &start(2, n), 9);
 }
 
 /// Updates that copy: a parameter set from an input, and one value feeding two parameters.

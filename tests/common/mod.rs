@@ -329,3 +329,48 @@ pub fn check_against_reference(
         .unwrap();
     assert_close(what, &got, &want, tol);
 }
+
+/// R(w) = Σ_{i<n−1} 100(w_{i+1} − w_i²)² + (1 − w_i)², the anchors' Rosenbrock.
+pub fn rosenbrock(w: Var<'_>) -> Var<'_> {
+    let n = w.numel();
+    let (a, b) = (w.slice(0, 0, n - 1), w.slice(0, 1, n));
+    (100.0 * (b - a.square()).square() + (1.0 - a).square()).sum()
+}
+
+/// `steps` steps of `updates` (of the parameter `w`, from `w0`) on `device`
+/// and on the f64 reference: the loss after them (a reduction: 1e-3) and `w`
+/// (element-wise: 1e-4) must agree.
+pub fn steps_match_reference(
+    device: &Device,
+    g: &Graph,
+    loss: Var,
+    updates: &[(Var, Var)],
+    w0: &[f32],
+    steps: usize,
+) {
+    let mut results = Vec::new();
+    for d in [device.clone(), Device::cpu()] {
+        let mut p = g.compile_with_updates(&d, &[loss], updates).unwrap();
+        p.set_param("w", w0).unwrap();
+        for _ in 0..steps {
+            p.step(&[]).unwrap();
+        }
+        results.push((p.run(&[]).unwrap(), p.param("w").unwrap()));
+    }
+    let what = device.describe();
+    assert_close(&format!("{what}: loss"), &results[0].0, &results[1].0, 1e-3);
+    assert_close(
+        &format!("{what}: w"),
+        &[results[0].1.clone()],
+        &[results[1].1.clone()],
+        1e-4,
+    );
+}
+
+/// Random f32 parameter values.
+pub fn start(seed: u64, n: usize) -> Vec<f32> {
+    sample(&mut rng(seed), n, Domain::Any)
+        .iter()
+        .map(|&v| v as f32)
+        .collect()
+}
