@@ -18,20 +18,7 @@ fn few_storage_bindings_per_kernel() {
     }) else {
         return;
     };
-    for (k, c) in cases().iter().enumerate() {
-        let g = Graph::new();
-        let (vars, y, loss) = record(&g, c);
-        let mut outputs = vec![y, loss];
-        outputs.extend(g.grad(loss, &vars));
-        check_against_reference(
-            &dev,
-            &g,
-            &outputs,
-            &feeds(c, y.numel(), k as u64),
-            1e-3,
-            c.name,
-        );
-    }
+    every_case_matches_reference(&dev);
 }
 
 #[test]

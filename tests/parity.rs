@@ -8,21 +8,7 @@ use wgrad::Graph;
 #[test]
 fn every_op_and_its_gradients_match_the_cpu() {
     let Some(gpu) = gpu() else { return };
-    for (k, c) in cases().iter().enumerate() {
-        let g = Graph::new();
-        let (vars, y, loss) = record(&g, c);
-        let mut outputs = vec![y, loss];
-        outputs.extend(g.grad(loss, &vars));
-        let tol = if c.reduces { 1e-3 } else { 1e-4 };
-        check_against_reference(
-            &gpu,
-            &g,
-            &outputs,
-            &feeds(c, y.numel(), k as u64),
-            tol,
-            c.name,
-        );
-    }
+    every_case_matches_reference(&gpu);
 }
 
 #[test]

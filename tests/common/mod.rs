@@ -374,3 +374,23 @@ pub fn start(seed: u64, n: usize) -> Vec<f32> {
         .map(|&v| v as f32)
         .collect()
 }
+
+/// Every case of the op table, its value, loss and gradients, on `device`
+/// against the f64 reference (1e-4 element-wise, 1e-3 for reductions).
+pub fn every_case_matches_reference(device: &Device) {
+    for (k, c) in cases().iter().enumerate() {
+        let g = Graph::new();
+        let (vars, y, loss) = record(&g, c);
+        let mut outputs = vec![y, loss];
+        outputs.extend(g.grad(loss, &vars));
+        let tol = if c.reduces { 1e-3 } else { 1e-4 };
+        check_against_reference(
+            device,
+            &g,
+            &outputs,
+            &feeds(c, y.numel(), k as u64),
+            tol,
+            c.name,
+        );
+    }
+}
