@@ -1,9 +1,10 @@
 //! Devices, compiling a graph for one, and running the result many times.
 
+use crate::backend::cpu;
+use crate::backend::cpu_fast::FastPlan;
 use crate::backend::wgpu::device::{GpuContext, GpuOptions};
 use crate::backend::wgpu::program::GpuProgram;
 use crate::backend::wgpu::schedule::{self, Request};
-use crate::backend::{cpu, cpu_fast};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, NodeId, Var};
 use crate::ops::{Op, Real};
@@ -90,7 +91,10 @@ enum Exec {
     /// Parameter values, zero until set (as GPU buffers are); whether a
     /// value was set is `Program::params_set`.
     Cpu(Vec<Vec<f64>>),
-    CpuF32(Vec<Vec<f32>>),
+    CpuF32 {
+        params: Vec<Vec<f32>>,
+        plan: Box<FastPlan>,
+    },
     Gpu(Box<GpuProgram>),
 }
 
@@ -188,7 +192,14 @@ impl Graph {
         }
         let exec = match device {
             Device::Cpu => Exec::Cpu(zeros(&nodes, &params)),
-            Device::CpuF32 => Exec::CpuF32(zeros(&nodes, &params)),
+            Device::CpuF32 => {
+                let mut roots = outputs.clone();
+                roots.extend(update_ids.iter().map(|u| u.1));
+                Exec::CpuF32 {
+                    params: zeros(&nodes, &params),
+                    plan: Box::new(FastPlan::new(&nodes, &roots)),
+                }
+            }
             Device::Gpu(ctx) => {
                 let plan = schedule::plan(
                     &Request {
@@ -365,7 +376,7 @@ impl Program {
     /// Block until all submitted work has finished (a no-op on the CPU).
     pub fn wait(&self) -> Result<()> {
         match &self.exec {
-            Exec::Cpu(_) | Exec::CpuF32(_) => Ok(()),
+            Exec::Cpu(_) | Exec::CpuF32 { .. } => Ok(()),
             Exec::Gpu(g) => g.wait(),
         }
     }
@@ -393,8 +404,8 @@ impl Program {
             updates: &self.updates,
         };
         match &mut self.exec {
-            Exec::Cpu(params) => Ok(run.on_cpu(params, &data, read_back, cpu::evaluate)),
-            Exec::CpuF32(params) => Ok(run.on_cpu(params, &data, read_back, cpu_fast::evaluate)),
+            Exec::Cpu(params) => Ok(run.reference(params, &data, read_back)),
+            Exec::CpuF32 { params, plan } => Ok(run.fast(params, plan, &data, read_back)),
             Exec::Gpu(g) => g.run(&data, read_back),
         }
     }
@@ -406,7 +417,7 @@ impl Program {
         check_len(name, shape, data.len())?;
         match &mut self.exec {
             Exec::Cpu(params) => params[k] = data.iter().map(|&x| x as f64).collect(),
-            Exec::CpuF32(params) => params[k] = data.to_vec(),
+            Exec::CpuF32 { params, .. } => params[k] = data.to_vec(),
             Exec::Gpu(g) => g.set_param(k, data),
         }
         self.params_set[k] = true;
@@ -424,7 +435,7 @@ impl Program {
         }
         match &self.exec {
             Exec::Cpu(params) => Ok(as_f32(&params[k])),
-            Exec::CpuF32(params) => Ok(params[k].clone()),
+            Exec::CpuF32 { params, .. } => Ok(params[k].clone()),
             Exec::Gpu(g) => {
                 let mut v = g.param(k)?;
                 v.truncate(self.nodes[self.params[k].index()].shape.numel());
@@ -451,7 +462,7 @@ impl Program {
     /// What one run costs.
     pub fn stats(&self) -> Stats {
         match &self.exec {
-            Exec::Cpu(_) | Exec::CpuF32(_) => Stats::default(),
+            Exec::Cpu(_) | Exec::CpuF32 { .. } => Stats::default(),
             Exec::Gpu(g) => g.stats(),
         }
     }
@@ -464,7 +475,7 @@ impl Program {
     /// The generated WGSL of each kernel, in dispatch order (empty on the CPU).
     pub fn kernels_wgsl(&self) -> Vec<String> {
         match &self.exec {
-            Exec::Cpu(_) | Exec::CpuF32(_) => Vec::new(),
+            Exec::Cpu(_) | Exec::CpuF32 { .. } => Vec::new(),
             Exec::Gpu(g) => g.kernels_wgsl(),
         }
     }
@@ -501,41 +512,85 @@ struct CpuRun<'a> {
     updates: &'a [(NodeId, NodeId)],
 }
 
-/// A CPU backend's evaluator: the roots' values given the leaves'.
-type Evaluate<T> = fn(&[Node], &[NodeId], &HashMap<NodeId, &[T]>) -> Vec<Vec<T>>;
-
 impl CpuRun<'_> {
-    /// Evaluate outputs and updates in `T`, then apply the updates.
-    fn on_cpu<T: Real>(
+    /// Every leaf's values: the inputs given, then the parameters.
+    fn leaves<'a, T>(
         &self,
-        params: &mut [Vec<T>],
+        inputs: &'a [impl AsRef<[T]>],
+        params: &'a [Vec<T>],
+    ) -> HashMap<NodeId, &'a [T]> {
+        let inputs = self.inputs.iter().zip(inputs.iter().map(|d| d.as_ref()));
+        let params = self.params.iter().zip(params.iter().map(|v| v.as_slice()));
+        inputs.chain(params).map(|(&id, v)| (id, v)).collect()
+    }
+
+    fn slot(&self, param: NodeId) -> usize {
+        self.params
+            .iter()
+            .position(|&q| q == param)
+            .expect("listed")
+    }
+
+    /// Evaluate outputs and updates in f64, then apply the updates.
+    fn reference(
+        &self,
+        params: &mut [Vec<f64>],
         data: &[&[f32]],
         read_back: bool,
-        evaluate: Evaluate<T>,
     ) -> Vec<Vec<f32>> {
-        let converted: Vec<Vec<T>> = data
+        let converted: Vec<Vec<f64>> = data
             .iter()
-            .map(|d| d.iter().map(|&x| T::from_f64(x as f64)).collect())
+            .map(|d| d.iter().map(|&x| x as f64).collect())
             .collect();
-        let mut leaves: HashMap<NodeId, &[T]> = HashMap::new();
-        for (&id, d) in self.inputs.iter().zip(&converted) {
-            leaves.insert(id, d);
-        }
-        for (&id, v) in self.params.iter().zip(params.iter()) {
-            leaves.insert(id, v);
-        }
         let mut roots = self.outputs.to_vec();
         roots.extend(self.updates.iter().map(|u| u.1));
-        let mut values = evaluate(self.nodes, &roots, &leaves);
+        let mut values = cpu::evaluate(self.nodes, &roots, &self.leaves(&converted, params));
         let updated = values.split_off(self.outputs.len());
         for ((p, _), v) in self.updates.iter().zip(updated) {
-            let k = self.params.iter().position(|q| q == p).expect("listed");
-            params[k] = v;
+            params[self.slot(*p)] = v;
         }
         if read_back {
             values.iter().map(|v| as_f32(v)).collect()
         } else {
             Vec::new()
         }
+    }
+
+    /// Run the fast path's plan, then apply the updates: a computed value
+    /// is swapped into its parameter, and the plan refills the old buffer
+    /// on the next run, so a step copies nothing.
+    fn fast(
+        &self,
+        params: &mut [Vec<f32>],
+        plan: &mut FastPlan,
+        data: &[&[f32]],
+        read_back: bool,
+    ) -> Vec<Vec<f32>> {
+        let leaves = self.leaves(data, params);
+        plan.run(self.nodes, &leaves);
+        let mut value = |id: &NodeId| match leaves.get(id) {
+            Some(v) => v.to_vec(),
+            None => plan.value_mut(*id).clone(),
+        };
+        let outputs = match read_back {
+            true => self.outputs.iter().map(&mut value).collect(),
+            false => Vec::new(),
+        };
+        // A leaf, or a value two parameters take, is copied.
+        let copies: Vec<Option<Vec<f32>>> = (0..self.updates.len())
+            .map(|k| {
+                let v = self.updates[k].1;
+                let again = self.updates[k + 1..].iter().any(|u| u.1 == v);
+                (again || leaves.contains_key(&v)).then(|| value(&v))
+            })
+            .collect();
+        for (&(p, v), copy) in self.updates.iter().zip(copies) {
+            let slot = self.slot(p);
+            match copy {
+                Some(c) => params[slot] = c,
+                None => std::mem::swap(&mut params[slot], plan.value_mut(v)),
+            }
+        }
+        outputs
     }
 }

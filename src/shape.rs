@@ -226,6 +226,32 @@ impl StridedMap {
         }
         src
     }
+    /// The same map over the fewest axes: size-1 axes dropped, and an axis
+    /// merged into the next where stepping off its end continues in order
+    /// (so runs along the last axis are as long as they can be).
+    pub fn simplified(&self) -> StridedMap {
+        let (mut dims, mut strides): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        for (&d, &s) in self.out_dims.iter().zip(&self.src_strides) {
+            if d == 1 {
+                continue;
+            }
+            match (dims.last_mut(), strides.last_mut()) {
+                (Some(pd), Some(ps)) if *ps == s * d => {
+                    *pd *= d;
+                    *ps = s;
+                }
+                _ => {
+                    dims.push(d);
+                    strides.push(s);
+                }
+            }
+        }
+        StridedMap {
+            out_dims: dims,
+            src_strides: strides,
+            offset: self.offset,
+        }
+    }
     /// Whether the map is the identity (the output reads the source in order).
     pub fn is_identity(&self) -> bool {
         self.offset == 0 && self.src_strides == Shape(self.out_dims.clone()).strides()
@@ -233,7 +259,7 @@ impl StridedMap {
 }
 
 /// Pad along an axis: where each output element's source is, if anywhere.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PadMap {
     /// Elements after the axis (one step along it).
     inner: usize,
@@ -260,6 +286,21 @@ impl PadMap {
         let r = i % self.inner;
         (a >= self.before && a < self.before + self.len)
             .then(|| (outer * self.len + (a - self.before)) * self.inner + r)
+    }
+    /// `source(i)`, and the end of the run from `i` on that is all padding
+    /// or whose sources follow on consecutively.
+    pub fn segment(&self, i: usize) -> (Option<usize>, usize) {
+        let block = self.out_len * self.inner;
+        let outer = i / block;
+        let first = outer * block + self.before * self.inner;
+        let last = first + self.len * self.inner;
+        if i < first {
+            (None, first)
+        } else if i < last {
+            (Some(outer * self.len * self.inner + i - first), last)
+        } else {
+            (None, first + block)
+        }
     }
 }
 
@@ -298,6 +339,30 @@ mod tests {
         let pad = PadMap::new(&Shape::from([2]), 0, 1, 4);
         let p: Vec<_> = (0..4).map(|i| pad.source(i)).collect();
         assert_eq!(p, [None, Some(0), Some(1), None]);
+        // Simplified maps and pad segments agree with the maps they come from.
+        for m in [
+            StridedMap::broadcast(&Shape::from([3, 1]), &Shape::from([2, 3, 1, 4])),
+            StridedMap::slice(&Shape::from([4, 5, 6]), 1, 1, 3),
+            StridedMap::permute(&Shape::from([2, 1, 3]), &[1, 0, 2]),
+            StridedMap::broadcast(&Shape::from([1]), &Shape::from([1, 5])),
+        ] {
+            let s = m.simplified();
+            assert!(s.out_dims.len() <= m.out_dims.len());
+            let n = m.out_dims.iter().product();
+            assert_eq!(
+                (0..n).map(|i| s.source(i)).collect::<Vec<_>>(),
+                (0..n).map(|i| m.source(i)).collect::<Vec<_>>()
+            );
+        }
+        let pad = PadMap::new(&Shape::from([2, 3, 2]), 1, 1, 5);
+        for i in 0..2 * 5 * 2 {
+            let (src, end) = pad.segment(i);
+            assert_eq!(src, pad.source(i));
+            for j in i..end {
+                let expect = src.map(|s| s + j - i);
+                assert_eq!(pad.source(j), expect, "segment from {i} at {j}");
+            }
+        }
         // The odometer agrees with one division per element.
         let m = StridedMap::permute(&Shape::from([3, 4, 5]), &[2, 0, 1]);
         assert_eq!(

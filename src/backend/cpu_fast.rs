@@ -1,198 +1,821 @@
 //! The CPU fast path: f32, fused, in chunks, on every core.
 //!
-//! Like the GPU backend, it stores only leaves, reductions and the values
-//! asked for; everything else is computed chunk by chunk inside the pass
-//! that needs it. A chunk is a set of indices into a node's elements (a
-//! contiguous range, or a list after a layout op), and a node's value on a
-//! chunk is computed once per set of indices and shared, so a fused
-//! expression costs one tight loop per op over a few thousand elements
-//! that stay in cache. Reductions fold in a fixed order per thread and
-//! combine the threads in order: the same inputs give the same bits on
-//! every run on one machine.
+//! A program is planned once ([`FastPlan::new`]) into passes, as on the GPU:
+//! only leaves, reductions and the values asked for are stored; everything
+//! else is computed inside the pass that needs it. A pass runs over one
+//! extent (its element-wise targets' elements, or its reductions'
+//! operands') in chunks of `CHUNK` elements, and each chunk runs a tape of
+//! instructions over registers of `CHUNK` floats that stay in cache.
+//!
+//! Layout ops move no data. A chunk is a set of indices; a layout op derives
+//! the set its operand is needed at, as runs `base, base + stride, …` that
+//! load as copies, fills or strided gathers. A broadcast computes its
+//! operand once per repeated index and then expands it (a per-row value
+//! costs one evaluation per row, not one per element), and a pad never
+//! computes its padding. Each node is computed once per set of indices.
+//!
+//! Work is split into tasks of `TASK` elements, a partition fixed by the
+//! extent alone, run on rayon's threads. Reductions fold each task in a
+//! fixed order into f64 accumulators (a long f32 sum drifts; the GPU's tree
+//! does not, and neither should we) and combine the tasks in order: the same
+//! inputs give the same bits on any machine, whatever its cores or vector
+//! width.
 
 use crate::backend::cpu::live_nodes;
 use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::{PadMap, StridedMap};
-use std::borrow::Cow;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 
-/// Elements per chunk: the working set of a fused expression stays in cache.
-const CHUNK: usize = 4096;
+/// Elements per chunk: a tape's registers stay in the core's cache.
+const CHUNK: usize = 1024;
+/// Elements per task: enough chunks that a task's start-up cost vanishes,
+/// few enough that the cores share the work evenly.
+const TASK: usize = 32 * CHUNK;
 
-/// The indices of one chunk of a node's elements.
-#[derive(Clone)]
-enum Indices {
-    Range { start: usize, len: usize },
-    List(Vec<usize>),
+/// The elements `base, base + stride, …` (`len` of them) of a node, held
+/// at consecutive places of a register.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Run {
+    base: usize,
+    stride: usize,
+    len: usize,
 }
 
-impl Indices {
-    fn len(&self) -> usize {
+/// How an expanding op fills its register from its operand's values at the
+/// compressed set: copy `n` values, repeat one value `n` times, or write `n` zeros.
+#[derive(Clone, Copy, Debug)]
+enum Piece {
+    Copy(usize),
+    Repeat(usize),
+    Zero(usize),
+}
+
+/// How a set of indices into an operand derives from its parent set (the
+/// indices of the op's result).
+#[derive(Clone, PartialEq)]
+enum Derive {
+    /// Permute or slice: one operand index per result index.
+    Map(StridedMap),
+    /// Broadcast: an index repeated along a run is computed once.
+    Broadcast(StridedMap),
+    /// Pad: padding is not computed.
+    Pad(PadMap),
+}
+
+impl Derive {
+    fn expands(&self) -> bool {
+        !matches!(self, Derive::Map(_))
+    }
+}
+
+/// A set of a pass: derived from set `parent` (set 0 is the chunk itself).
+struct SetSpec {
+    parent: usize,
+    derive: Derive,
+}
+
+/// A set's indices on the current chunk; for an expanding set, also how its
+/// values expand to its parent's.
+#[derive(Default)]
+struct SetRuns {
+    runs: Vec<Run>,
+    pieces: Vec<Piece>,
+    len: usize,
+}
+
+type Reg = usize;
+
+/// One step of a tape. `set` gives the number of elements (its length).
+#[derive(Clone, Debug)]
+enum Instr {
+    Load {
+        dst: Reg,
+        node: usize,
+        set: usize,
+    },
+    Const {
+        dst: Reg,
+        value: f32,
+        set: usize,
+    },
+    Unary {
+        dst: Reg,
+        op: UnaryOp,
+        a: Reg,
+        set: usize,
+    },
+    Binary {
+        dst: Reg,
+        op: BinaryOp,
+        a: Reg,
+        b: Reg,
+        set: usize,
+    },
+    Select {
+        dst: Reg,
+        mask: Reg,
+        a: Reg,
+        b: Reg,
+        set: usize,
+    },
+    /// `src` holds an operand at expanding set `set`; `dst` gets the
+    /// values at `set`'s parent.
+    Expand {
+        dst: Reg,
+        src: Reg,
+        set: usize,
+    },
+    /// The chunk's values of the pass's `out`-th element-wise target.
+    Store {
+        src: Reg,
+        out: usize,
+    },
+    /// The chunk's operand values of the pass's `out`-th reduction.
+    Fold {
+        src: Reg,
+        out: usize,
+    },
+}
+
+impl Instr {
+    fn dst(&self) -> Option<Reg> {
+        use Instr::*;
         match self {
-            Indices::Range { len, .. } => *len,
-            Indices::List(v) => v.len(),
+            Load { dst, .. }
+            | Const { dst, .. }
+            | Unary { dst, .. }
+            | Binary { dst, .. }
+            | Select { dst, .. }
+            | Expand { dst, .. } => Some(*dst),
+            Store { .. } | Fold { .. } => None,
         }
     }
-    fn get(&self, k: usize) -> usize {
+    fn regs_mut(&mut self) -> Vec<&mut Reg> {
+        use Instr::*;
         match self {
-            Indices::Range { start, .. } => start + k,
-            Indices::List(v) => v[k],
+            Load { dst, .. } | Const { dst, .. } => vec![dst],
+            Unary { dst, a, .. } => vec![dst, a],
+            Binary { dst, a, b, .. } => vec![dst, a, b],
+            Select {
+                dst, mask, a, b, ..
+            } => vec![dst, mask, a, b],
+            Expand { dst, src, .. } => vec![dst, src],
+            Store { src, .. } | Fold { src, .. } => vec![src],
         }
     }
 }
 
-/// Evaluates fused expressions on one chunk at a time.
-struct ChunkEval<'a> {
+/// A reduction of a pass: its result, and where each operand element goes.
+struct Reduction {
+    node: NodeId,
+    op: ReduceOp,
+    to_out: StridedMap,
+    outs: usize,
+}
+
+/// One sweep over `extent` elements computing `stores` and `reductions`.
+struct Pass {
+    extent: usize,
+    sets: Vec<SetSpec>,
+    tape: Vec<Instr>,
+    regs: usize,
+    stores: Vec<NodeId>,
+    reductions: Vec<Reduction>,
+}
+
+/// A program for the fast path: passes, and the buffers they write (kept
+/// between runs, so a run allocates nothing large).
+pub(crate) struct FastPlan {
+    passes: Vec<Pass>,
+    /// The value of each computed stored node, by node index.
+    values: Vec<Vec<f32>>,
+}
+
+impl FastPlan {
+    /// Plan the computation of `roots`.
+    pub(crate) fn new(nodes: &[Node], roots: &[NodeId]) -> FastPlan {
+        let live = live_nodes(nodes, roots);
+        // Targets by group: a reduction of level L (one more than the highest
+        // level of the reductions it reads) and an element-wise root reading
+        // reductions up to level L - 1 both run in group L, after every
+        // reduction they read.
+        let mut level: Vec<usize> = vec![0; nodes.len()];
+        let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+        for &i in &live {
+            let node = &nodes[i];
+            let below = node.inputs.iter().map(|j| level[j.index()]).max();
+            let is_reduce = matches!(node.op, Op::Reduce { .. });
+            level[i] = below.unwrap_or(0) + usize::from(is_reduce);
+            let id = NodeId(i as u32);
+            if !is_leaf(node) && (is_reduce || roots.contains(&id)) {
+                groups
+                    .entry(level[i] + usize::from(!is_reduce))
+                    .or_default()
+                    .push(id);
+            }
+        }
+        let mut stored: Vec<bool> = nodes.iter().map(is_leaf).collect();
+        let mut passes = Vec::new();
+        for group in groups.into_values() {
+            // One pass per extent: reductions fold on the way through the
+            // elements their operand shares with element-wise targets.
+            let mut by_extent: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+            for t in group {
+                let node = &nodes[t.index()];
+                let extent = match node.op {
+                    Op::Reduce { .. } => nodes[node.inputs[0].index()].shape.numel(),
+                    _ => node.shape.numel(),
+                };
+                by_extent.entry(extent).or_default().push(t);
+            }
+            let first = passes.len();
+            for (extent, targets) in by_extent {
+                passes.push(Builder::new(nodes, &stored).pass(extent, &targets));
+            }
+            for pass in &passes[first..] {
+                for r in &pass.reductions {
+                    stored[r.node.index()] = true;
+                }
+                for t in &pass.stores {
+                    stored[t.index()] = true;
+                }
+            }
+        }
+        let values = vec![Vec::new(); nodes.len()];
+        FastPlan { passes, values }
+    }
+
+    /// Run every pass; `leaves` holds every input and parameter read.
+    pub(crate) fn run(&mut self, nodes: &[Node], leaves: &HashMap<NodeId, &[f32]>) {
+        for pass in &self.passes {
+            // The pass's results leave `values` while it reads the rest.
+            let mut outs: Vec<Vec<f32>> = pass
+                .stores
+                .iter()
+                .map(|t| std::mem::take(&mut self.values[t.index()]))
+                .collect();
+            for (o, t) in outs.iter_mut().zip(&pass.stores) {
+                o.resize(nodes[t.index()].shape.numel(), 0.0);
+            }
+            let mut data: Vec<&[f32]> = self.values.iter().map(|v| v.as_slice()).collect();
+            for (id, v) in leaves {
+                data[id.index()] = v;
+            }
+            let folded = pass.run(&data, &mut outs);
+            for (o, t) in outs.into_iter().zip(&pass.stores) {
+                self.values[t.index()] = o;
+            }
+            for (r, v) in pass.reductions.iter().zip(folded) {
+                self.values[r.node.index()] = v;
+            }
+        }
+    }
+
+    /// The value of computed node `id` after a run (a buffer the plan
+    /// reuses: swap it out to keep it, the plan refills whatever is there).
+    pub(crate) fn value_mut(&mut self, id: NodeId) -> &mut Vec<f32> {
+        &mut self.values[id.index()]
+    }
+}
+
+fn is_leaf(node: &Node) -> bool {
+    matches!(node.op, Op::Input(_) | Op::Param { .. })
+}
+
+/// Records one pass's tape.
+struct Builder<'a> {
     nodes: &'a [Node],
-    /// Values of the stored nodes computed so far, by node index.
-    stored: &'a [Option<Cow<'a, [f32]>>],
-    sets: Vec<Indices>,
-    memo: HashMap<(NodeId, usize), Rc<Vec<f32>>>,
+    stored: &'a [bool],
+    sets: Vec<SetSpec>,
+    tape: Vec<Instr>,
+    memo: HashMap<(NodeId, usize), Reg>,
+    next: Reg,
 }
 
-impl<'a> ChunkEval<'a> {
-    fn new(nodes: &'a [Node], stored: &'a [Option<Cow<'a, [f32]>>]) -> Self {
-        ChunkEval {
+impl<'a> Builder<'a> {
+    fn new(nodes: &'a [Node], stored: &'a [bool]) -> Self {
+        Builder {
             nodes,
             stored,
-            sets: Vec::new(),
+            sets: vec![SetSpec {
+                parent: 0,
+                derive: Derive::Map(StridedMap {
+                    out_dims: Vec::new(),
+                    src_strides: Vec::new(),
+                    offset: 0,
+                }),
+            }],
+            tape: Vec::new(),
             memo: HashMap::new(),
+            next: 0,
         }
     }
 
-    /// Start a new chunk: the elements `start..start + len` of some node.
-    fn range(&mut self, start: usize, len: usize) -> usize {
-        self.sets.clear();
-        self.memo.clear();
-        self.sets.push(Indices::Range { start, len });
-        0
-    }
-
-    fn set(&mut self, ix: Indices) -> usize {
-        self.sets.push(ix);
-        self.sets.len() - 1
-    }
-
-    /// Node `id` at the indices of set `s`; a stored node is loaded unless
-    /// `compute` asks for it to be computed from its operands.
-    fn value(&mut self, id: NodeId, s: usize, compute: bool) -> Rc<Vec<f32>> {
-        if let Some(v) = self.memo.get(&(id, s)) {
-            return v.clone();
+    fn pass(mut self, extent: usize, targets: &[NodeId]) -> Pass {
+        let mut stores = Vec::new();
+        let mut reductions = Vec::new();
+        for &t in targets {
+            let node = &self.nodes[t.index()];
+            if let Op::Reduce { op, axes } = &node.op {
+                let operand = &self.nodes[node.inputs[0].index()].shape;
+                let src = self.value(node.inputs[0], 0);
+                self.tape.push(Instr::Fold {
+                    src,
+                    out: reductions.len(),
+                });
+                reductions.push(Reduction {
+                    node: t,
+                    op: *op,
+                    to_out: StridedMap::reduce_to(operand, axes, &node.shape).simplified(),
+                    outs: node.shape.numel(),
+                });
+            } else {
+                let src = self.value(t, 0);
+                self.tape.push(Instr::Store {
+                    src,
+                    out: stores.len(),
+                });
+                stores.push(t);
+            }
         }
-        let node = &self.nodes[id.index()];
-        let len = self.sets[s].len();
-        let v = match (&self.stored[id.index()], compute) {
-            (Some(buf), false) => Rc::new(match &self.sets[s] {
-                Indices::Range { start, len } => buf[*start..start + len].to_vec(),
-                Indices::List(ix) => ix.iter().map(|&i| buf[i]).collect(),
-            }),
-            _ => self.compute(node, s, len),
-        };
-        self.memo.insert((id, s), v.clone());
-        v
+        let regs = allocate_registers(&mut self.tape);
+        Pass {
+            extent,
+            sets: self.sets,
+            tape: self.tape,
+            regs,
+            stores,
+            reductions,
+        }
     }
 
-    fn compute(&mut self, node: &Node, s: usize, len: usize) -> Rc<Vec<f32>> {
-        let input = |k: usize| node.inputs[k];
-        let in_shape = |k: usize| &self.nodes[node.inputs[k].index()].shape;
-        Rc::new(match &node.op {
-            Op::Const(c) => vec![*c as f32; len],
-            Op::Unary(u) => {
-                let a = self.value(input(0), s, false);
-                unary(*u, &a)
-            }
-            Op::Binary(b) => {
-                let x = self.value(input(0), s, false);
-                let y = self.value(input(1), s, false);
-                binary(*b, &x, &y)
-            }
-            Op::Select => {
-                let m = self.value(input(0), s, false);
-                let x = self.value(input(1), s, false);
-                let y = self.value(input(2), s, false);
-                (0..len)
-                    .map(|k| if m[k] != 0.0 { x[k] } else { y[k] })
-                    .collect()
-            }
-            // The same elements in the same order: shared, not copied.
-            Op::Reshape => return self.value(input(0), s, false),
-            Op::Broadcast if in_shape(0).numel() == 1 => {
-                let one = self.set(Indices::Range { start: 0, len: 1 });
-                vec![self.value(input(0), one, false)[0]; len]
-            }
-            Op::Broadcast => {
-                let m = StridedMap::broadcast(in_shape(0), &node.shape);
-                return self.mapped(input(0), s, &m);
-            }
-            Op::Permute(perm) => {
-                let m = StridedMap::permute(in_shape(0), perm);
-                return self.mapped(input(0), s, &m);
-            }
-            Op::Slice { axis, start } => {
-                let m = StridedMap::slice(in_shape(0), *axis, *start, node.shape.0[*axis]);
-                return self.mapped(input(0), s, &m);
-            }
-            Op::Pad { axis, before } => {
-                // Padding reads element 0 and is masked to zero afterwards.
-                let pad = PadMap::new(in_shape(0), *axis, *before, node.shape.0[*axis]);
-                let src: Vec<Option<usize>> =
-                    (0..len).map(|k| pad.source(self.sets[s].get(k))).collect();
-                let t = self.set(Indices::List(src.iter().map(|x| x.unwrap_or(0)).collect()));
-                let v = self.value(input(0), t, false);
-                src.iter()
-                    .zip(v.iter())
-                    .map(|(x, &y)| if x.is_some() { y } else { 0.0 })
-                    .collect()
-            }
-            Op::Input(_) | Op::Param { .. } | Op::Reduce { .. } => {
-                unreachable!("{} nodes are stored", node.op.name())
-            }
+    fn emit(&mut self, make: impl FnOnce(Reg) -> Instr) -> Reg {
+        let dst = self.next;
+        self.next += 1;
+        self.tape.push(make(dst));
+        dst
+    }
+
+    /// The set of `derive` from `parent`, shared with any equal one.
+    fn set(&mut self, parent: usize, derive: Derive) -> usize {
+        let found = self
+            .sets
+            .iter()
+            .position(|s| s.parent == parent && s.derive == derive);
+        found.unwrap_or_else(|| {
+            self.sets.push(SetSpec { parent, derive });
+            self.sets.len() - 1
         })
     }
 
-    /// `input` at the indices the strided map `m` takes this set's indices to.
-    fn mapped(&mut self, input: NodeId, s: usize, m: &StridedMap) -> Rc<Vec<f32>> {
-        let ix = match &self.sets[s] {
-            Indices::Range { start, len } => m.sources(*start, *len),
-            Indices::List(v) => v.iter().map(|&i| m.source(i)).collect(),
+    /// The register holding node `id` at set `set`.
+    fn value(&mut self, id: NodeId, set: usize) -> Reg {
+        if let Some(&r) = self.memo.get(&(id, set)) {
+            return r;
+        }
+        let node = &self.nodes[id.index()];
+        let input = |k: usize| node.inputs[k];
+        let in_shape = |k: usize| &self.nodes[node.inputs[k].index()].shape;
+        let r = if self.stored[id.index()] {
+            let n = id.index();
+            self.emit(|dst| Instr::Load { dst, node: n, set })
+        } else {
+            let derive = match &node.op {
+                Op::Broadcast => Some(Derive::Broadcast(
+                    StridedMap::broadcast(in_shape(0), &node.shape).simplified(),
+                )),
+                Op::Permute(perm) => Some(Derive::Map(
+                    StridedMap::permute(in_shape(0), perm).simplified(),
+                )),
+                Op::Slice { axis, start } => Some(Derive::Map(
+                    StridedMap::slice(in_shape(0), *axis, *start, node.shape.0[*axis]).simplified(),
+                )),
+                Op::Pad { axis, before } => Some(Derive::Pad(PadMap::new(
+                    in_shape(0),
+                    *axis,
+                    *before,
+                    node.shape.0[*axis],
+                ))),
+                _ => None,
+            };
+            match (&node.op, derive) {
+                (_, Some(Derive::Map(m) | Derive::Broadcast(m))) if m.is_identity() => {
+                    self.value(input(0), set)
+                }
+                (_, Some(d)) => {
+                    let expands = d.expands();
+                    let s = self.set(set, d);
+                    let src = self.value(input(0), s);
+                    if expands {
+                        self.emit(|dst| Instr::Expand { dst, src, set: s })
+                    } else {
+                        src
+                    }
+                }
+                (Op::Const(c), None) => {
+                    let value = *c as f32;
+                    self.emit(|dst| Instr::Const { dst, value, set })
+                }
+                (Op::Unary(op), None) => {
+                    let (op, a) = (*op, self.value(input(0), set));
+                    self.emit(|dst| Instr::Unary { dst, op, a, set })
+                }
+                (Op::Binary(op), None) => {
+                    let op = *op;
+                    let a = self.value(input(0), set);
+                    let b = self.value(input(1), set);
+                    self.emit(|dst| Instr::Binary { dst, op, a, b, set })
+                }
+                (Op::Select, None) => {
+                    let mask = self.value(input(0), set);
+                    let a = self.value(input(1), set);
+                    let b = self.value(input(2), set);
+                    self.emit(|dst| Instr::Select {
+                        dst,
+                        mask,
+                        a,
+                        b,
+                        set,
+                    })
+                }
+                // The same elements in the same order.
+                (Op::Reshape, None) => self.value(input(0), set),
+                (op, None) => unreachable!("{} nodes are stored", op.name()),
+            }
         };
-        // Consecutive indices (a slice of a range, say) stay a range: loads are copies.
-        let ix = match ix.first() {
-            Some(&start) if ix.windows(2).all(|w| w[1] == w[0] + 1) => Indices::Range {
-                start,
-                len: ix.len(),
-            },
-            _ => Indices::List(ix),
-        };
-        let t = self.set(ix);
-        self.value(input, t, false)
+        self.memo.insert((id, set), r);
+        r
     }
 }
 
-/// `f` over a chunk; generic so that each op's loop is compiled (and
-/// vectorised) on its own.
-#[inline(always)]
-fn map(x: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
-    x.iter().map(|&a| f(a)).collect()
+/// Give the tape's values physical registers, reusing a register once its
+/// value is read for the last time; returns how many it needs. A result
+/// never shares a register with its operands, so loops never alias.
+fn allocate_registers(tape: &mut [Instr]) -> usize {
+    let mut last_use: HashMap<Reg, usize> = HashMap::new();
+    for (k, instr) in tape.iter_mut().enumerate() {
+        for r in instr.regs_mut() {
+            last_use.insert(*r, k);
+        }
+    }
+    let mut physical: HashMap<Reg, Reg> = HashMap::new();
+    let (mut free, mut count): (Vec<Reg>, usize) = (Vec::new(), 0);
+    for (k, instr) in tape.iter_mut().enumerate() {
+        let dst = instr.dst();
+        if let Some(d) = dst {
+            let p = free.pop().unwrap_or_else(|| {
+                count += 1;
+                count - 1
+            });
+            physical.insert(d, p);
+        }
+        let mut freed = Vec::new();
+        for r in instr.regs_mut() {
+            let virt = *r;
+            *r = physical[&virt];
+            if last_use[&virt] == k && !freed.contains(r) {
+                freed.push(*r);
+            }
+        }
+        free.extend(freed);
+    }
+    count
 }
 
-/// `f` over two chunks, likewise.
-#[inline(always)]
-fn zip(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
-    x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
+/// Per-task state: registers and the current chunk's sets.
+struct Scratch {
+    regs: Vec<Vec<f32>>,
+    sets: Vec<SetRuns>,
+    runs: Vec<Run>,
 }
 
-/// A unary op of the op table, with its loop specialised per op: matching
-/// on a constant variant inside the loop folds away.
-fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
+impl Pass {
+    /// Run the pass over its extent; `outs` are the stores' buffers.
+    /// Returns each reduction's result.
+    fn run(&self, data: &[&[f32]], outs: &mut [Vec<f32>]) -> Vec<Vec<f32>> {
+        let tasks = self.extent.div_ceil(TASK);
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::new()).collect();
+        for o in outs.iter_mut() {
+            for (k, part) in o.chunks_mut(TASK).enumerate() {
+                parts[k].push(part);
+            }
+        }
+        let task = |(k, mut slices): (usize, Vec<&mut [f32]>)| {
+            let start = k * TASK;
+            self.task(data, start, TASK.min(self.extent - start), &mut slices)
+        };
+        // A pass of one task runs here: no thread is worth waking for it.
+        let partials: Vec<Vec<(usize, Vec<f64>)>> = if tasks > 1 {
+            parts.into_par_iter().enumerate().map(task).collect()
+        } else {
+            parts.into_iter().enumerate().map(task).collect()
+        };
+        // Combine the tasks' accumulators in task order.
+        self.reductions
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let mut acc = vec![r.op.identity(); r.outs];
+                for (lo, part) in partials.iter().map(|p| &p[k]) {
+                    for (a, &x) in acc[*lo..].iter_mut().zip(part) {
+                        *a = r.op.cpu(*a, x);
+                    }
+                }
+                acc.into_iter().map(|x| x as f32).collect()
+            })
+            .collect()
+    }
+
+    /// The elements `start..start + len`, chunk by chunk; returns each
+    /// reduction's accumulators over the outputs this task touches, and the
+    /// first of them.
+    fn task(
+        &self,
+        data: &[&[f32]],
+        start: usize,
+        len: usize,
+        outs: &mut [&mut [f32]],
+    ) -> Vec<(usize, Vec<f64>)> {
+        let mut s = Scratch {
+            regs: vec![vec![0.0; CHUNK]; self.regs],
+            sets: (0..self.sets.len()).map(|_| SetRuns::default()).collect(),
+            runs: Vec::new(),
+        };
+        let mut accs: Vec<(usize, Vec<f64>)> = self
+            .reductions
+            .iter()
+            .map(|r| {
+                s.runs.clear();
+                map_runs(&r.to_out, whole(start, len), &mut |run| s.runs.push(run));
+                let lo = s.runs.iter().map(|r| r.base).min().unwrap_or(0);
+                let hi = s.runs.iter().map(|r| r.base + (r.len - 1) * r.stride);
+                (
+                    lo,
+                    vec![r.op.identity(); hi.max().map_or(0, |h| h + 1 - lo)],
+                )
+            })
+            .collect();
+        for c in (0..len).step_by(CHUNK) {
+            let n = CHUNK.min(len - c);
+            self.chunk(data, &mut s, start + c, n, |instr, x, runs| match instr {
+                Instr::Store { out, .. } => outs[*out][c..c + n].copy_from_slice(x),
+                Instr::Fold { out, .. } => {
+                    let r = &self.reductions[*out];
+                    runs.clear();
+                    map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
+                    let (lo, acc) = &mut accs[*out];
+                    fold(r.op, acc, *lo, x, runs);
+                }
+                _ => unreachable!("only stores and folds leave the tape"),
+            });
+        }
+        accs
+    }
+
+    /// Run the tape on elements `start..start + len`, handing each store's
+    /// and fold's values to `out`.
+    fn chunk(
+        &self,
+        data: &[&[f32]],
+        s: &mut Scratch,
+        start: usize,
+        len: usize,
+        mut out: impl FnMut(&Instr, &[f32], &mut Vec<Run>),
+    ) {
+        let sets = &mut s.sets;
+        sets[0].runs.clear();
+        sets[0].runs.push(whole(start, len));
+        sets[0].len = len;
+        for k in 1..self.sets.len() {
+            let spec = &self.sets[k];
+            let (done, rest) = sets.split_at_mut(k);
+            derive(&spec.derive, &done[spec.parent].runs, &mut rest[0]);
+        }
+        let regs = &mut s.regs;
+        for instr in &self.tape {
+            use Instr::*;
+            match instr {
+                Store { src, .. } | Fold { src, .. } => out(instr, &regs[*src][..len], &mut s.runs),
+                &Load { dst, node, set } => load(&mut regs[dst], data[node], &sets[set].runs),
+                &Const { dst, value, set } => regs[dst][..sets[set].len].fill(value),
+                &Unary { dst, op, a, set } => {
+                    let n = sets[set].len;
+                    let mut d = std::mem::take(&mut regs[dst]);
+                    unary(op, &regs[a][..n], &mut d[..n]);
+                    regs[dst] = d;
+                }
+                &Binary { dst, op, a, b, set } => {
+                    let n = sets[set].len;
+                    let mut d = std::mem::take(&mut regs[dst]);
+                    binary(op, &regs[a][..n], &regs[b][..n], &mut d[..n]);
+                    regs[dst] = d;
+                }
+                &Select {
+                    dst,
+                    mask,
+                    a,
+                    b,
+                    set,
+                } => {
+                    let n = sets[set].len;
+                    let mut d = std::mem::take(&mut regs[dst]);
+                    let (m, a, b) = (&regs[mask][..n], &regs[a][..n], &regs[b][..n]);
+                    for (k, o) in d[..n].iter_mut().enumerate() {
+                        *o = if m[k] != 0.0 { a[k] } else { b[k] };
+                    }
+                    regs[dst] = d;
+                }
+                &Expand { dst, src, set } => {
+                    let mut d = std::mem::take(&mut regs[dst]);
+                    expand(&mut d, &regs[src], &sets[set].pieces);
+                    regs[dst] = d;
+                }
+            }
+        }
+    }
+}
+
+/// The run of the `len` elements from `start`.
+fn whole(start: usize, len: usize) -> Run {
+    Run {
+        base: start,
+        stride: 1,
+        len,
+    }
+}
+
+/// Append `r` to `runs`, extending the last run where `r` continues it.
+fn push_run(runs: &mut Vec<Run>, r: Run) {
+    if r.len == 0 {
+        return;
+    }
+    if let Some(p) = runs.last_mut() {
+        if p.len == 1 && r.base >= p.base && (r.len == 1 || r.stride == r.base - p.base) {
+            *p = Run {
+                base: p.base,
+                stride: r.base - p.base,
+                len: 1 + r.len,
+            };
+            return;
+        }
+        if (r.stride == p.stride || r.len == 1) && r.base == p.base + p.len * p.stride {
+            p.len += r.len;
+            return;
+        }
+    }
+    runs.push(r);
+}
+
+/// The sources under strided map `m` of the elements of run `r`, as runs.
+fn map_runs(m: &StridedMap, r: Run, emit: &mut impl FnMut(Run)) {
+    let Some((&d, &step)) = m.out_dims.last().zip(m.src_strides.last()) else {
+        // Every element reads the one source.
+        return emit(Run {
+            base: m.offset,
+            stride: 0,
+            len: r.len,
+        });
+    };
+    match r.stride {
+        _ if r.len == 0 => {}
+        0 => emit(Run {
+            base: m.source(r.base),
+            stride: 0,
+            len: r.len,
+        }),
+        // Along the last axis the sources step evenly.
+        1 => {
+            let (mut i, end) = (r.base, r.base + r.len);
+            while i < end {
+                let len = (d - i % d).min(end - i);
+                emit(Run {
+                    base: m.source(i),
+                    stride: step,
+                    len,
+                });
+                i += len;
+            }
+        }
+        stride => {
+            for k in 0..r.len {
+                emit(Run {
+                    base: m.source(r.base + k * stride),
+                    stride: 1,
+                    len: 1,
+                });
+            }
+        }
+    }
+}
+
+/// The sources under pad map `p` of the elements of run `r`: `None` for a
+/// stretch of padding.
+fn pad_runs(p: &PadMap, r: Run, emit: &mut impl FnMut(Option<Run>, usize)) {
+    if r.stride != 1 {
+        for k in 0..r.len {
+            let src = p.source(r.base + k * r.stride);
+            emit(src.map(|base| whole(base, 1)), 1);
+        }
+        return;
+    }
+    let (mut i, end) = (r.base, r.base + r.len);
+    while i < end {
+        let (src, stop) = p.segment(i);
+        let len = stop.min(end) - i;
+        emit(src.map(|base| whole(base, len)), len);
+        i += len;
+    }
+}
+
+/// Derive a set's runs (and for an expanding set, its pieces) on this chunk.
+fn derive(d: &Derive, parent: &[Run], out: &mut SetRuns) {
+    let SetRuns { runs, pieces, len } = out;
+    runs.clear();
+    pieces.clear();
+    // An expanding set computes a run repeating one index once, and skips
+    // padding; a mapped set has one index per parent index.
+    let expands = d.expands();
+    let mut piece = |src: Option<Run>, len: usize| {
+        let (p, run) = match src {
+            None => (Piece::Zero(len), None),
+            Some(r) if expands && r.stride == 0 && r.len > 1 => {
+                (Piece::Repeat(len), Some(Run { len: 1, ..r }))
+            }
+            Some(r) => (Piece::Copy(len), Some(r)),
+        };
+        match (pieces.last_mut(), p) {
+            (Some(Piece::Copy(a)), Piece::Copy(b)) | (Some(Piece::Zero(a)), Piece::Zero(b)) => {
+                *a += b
+            }
+            _ => pieces.push(p),
+        }
+        if let Some(run) = run {
+            push_run(runs, run);
+        }
+    };
+    for &r in parent {
+        match d {
+            Derive::Map(m) | Derive::Broadcast(m) => {
+                map_runs(m, r, &mut |run| piece(Some(run), run.len))
+            }
+            Derive::Pad(p) => pad_runs(p, r, &mut piece),
+        }
+    }
+    *len = runs.iter().map(|r| r.len).sum();
+}
+
+/// Gather `src` at `runs` into the front of `dst`.
+fn load(dst: &mut [f32], src: &[f32], runs: &[Run]) {
+    let mut at = 0;
+    for r in runs {
+        let d = &mut dst[at..at + r.len];
+        match r.stride {
+            1 => d.copy_from_slice(&src[r.base..r.base + r.len]),
+            0 => d.fill(src[r.base]),
+            s => {
+                for (k, x) in d.iter_mut().enumerate() {
+                    *x = src[r.base + k * s];
+                }
+            }
+        }
+        at += r.len;
+    }
+}
+
+/// Expand `src` (values at a compressed set) into `dst` by `pieces`.
+fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
+    let (mut from, mut at) = (0, 0);
+    for p in pieces {
+        match *p {
+            Piece::Copy(n) => {
+                dst[at..at + n].copy_from_slice(&src[from..from + n]);
+                from += n;
+                at += n;
+            }
+            Piece::Repeat(n) => {
+                dst[at..at + n].fill(src[from]);
+                from += 1;
+                at += n;
+            }
+            Piece::Zero(n) => {
+                dst[at..at + n].fill(0.0);
+                at += n;
+            }
+        }
+    }
+}
+
+/// A unary op of the op table over a register, its loop specialised per
+/// op: matching on a constant variant inside the loop folds away.
+fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     use UnaryOp::*;
     macro_rules! each {
         ($($v:ident),*) => {
             match op {
-                $($v => map(x, |a| $v.cpu(a)),)*
-                PowConst(c) => map(x, |a| PowConst(c).cpu(a)),
+                $($v => for (o, &a) in out.iter_mut().zip(x) { *o = $v.cpu(a) },)*
+                PowConst(c) => for (o, &a) in out.iter_mut().zip(x) { *o = PowConst(c).cpu(a) },
             }
         };
     }
@@ -202,204 +825,76 @@ fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     )
 }
 
-/// A binary op of the op table, with its loop specialised per op.
-fn binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Vec<f32> {
+/// A binary op of the op table over registers, likewise.
+fn binary(op: BinaryOp, x: &[f32], y: &[f32], out: &mut [f32]) {
     use BinaryOp::*;
     macro_rules! each {
         ($($v:ident),*) => {
             match op {
-                $($v => zip(x, y, |a, b| $v.cpu(a, b)),)*
+                $($v => for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) { *o = $v.cpu(a, b) },)*
             }
         };
     }
     each!(Add, Sub, Mul, Div, Max, Min, Pow, Lt, Le, Gt, Ge, Eq)
 }
 
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |t| t.get())
-}
-
-/// Evaluate `roots` given the leaves' values; returns each root's values.
-pub(crate) fn evaluate(
-    nodes: &[Node],
-    roots: &[NodeId],
-    leaves: &HashMap<NodeId, &[f32]>,
-) -> Vec<Vec<f32>> {
-    let live = live_nodes(nodes, roots);
-    let mut stored: Vec<Option<Cow<[f32]>>> = vec![None; nodes.len()];
-    for (id, v) in leaves {
-        stored[id.index()] = Some(Cow::Borrowed(*v));
-    }
-    // Targets: reductions and the roots that are not leaves, by level (one
-    // more than the highest level of the reductions they read).
-    let mut level: Vec<usize> = vec![0; nodes.len()];
-    let mut targets: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
-    for &i in &live {
-        let node = &nodes[i];
-        let below = node
-            .inputs
-            .iter()
-            .map(|j| level[j.index()])
-            .max()
-            .unwrap_or(0);
-        let is_reduce = matches!(node.op, Op::Reduce { .. });
-        level[i] = below + usize::from(is_reduce);
-        let id = NodeId(i as u32);
-        let is_leaf = matches!(node.op, Op::Input(_) | Op::Param { .. });
-        if !is_leaf && (is_reduce || roots.contains(&id)) {
-            // A reduction's result is ready one level after its operand.
-            targets
-                .entry(level[i] + usize::from(!is_reduce))
-                .or_default()
-                .push(id);
-        }
-    }
-    for (_, group) in targets {
-        let (reductions, elementwise): (Vec<NodeId>, Vec<NodeId>) = group
-            .into_iter()
-            .partition(|id| matches!(nodes[id.index()].op, Op::Reduce { .. }));
-        let mut done: Vec<(NodeId, Vec<f32>)> = reductions
-            .iter()
-            .map(|&r| (r, reduce(nodes, &stored, r)))
-            .collect();
-        let mut by_extent: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
-        for t in elementwise {
-            by_extent
-                .entry(nodes[t.index()].shape.numel())
-                .or_default()
-                .push(t);
-        }
-        for (extent, ts) in by_extent {
-            let values = elementwise_pass(nodes, &stored, extent, &ts);
-            done.extend(ts.into_iter().zip(values));
-        }
-        for (id, v) in done {
-            stored[id.index()] = Some(Cow::Owned(v));
-        }
-    }
-    // Hand computed values over without copying (a root listed twice is copied).
-    let mut out = Vec::with_capacity(roots.len());
-    for (k, r) in roots.iter().enumerate() {
-        let again = roots[k + 1..].contains(r);
-        out.push(
-            match stored[r.index()].take().expect("every root is computed") {
-                Cow::Owned(v) if !again => v,
-                v => {
-                    let copy = v.to_vec();
-                    stored[r.index()] = Some(v);
-                    copy
-                }
-            },
-        );
-    }
-    out
-}
-
-/// Compute element-wise `targets` of one extent together, chunk by chunk,
-/// the chunks split over the threads.
-fn elementwise_pass(
-    nodes: &[Node],
-    stored: &[Option<Cow<[f32]>>],
-    extent: usize,
-    targets: &[NodeId],
-) -> Vec<Vec<f32>> {
-    let mut out: Vec<Vec<f32>> = targets.iter().map(|_| vec![0.0; extent]).collect();
-    let per_thread = extent.div_ceil(threads()).div_ceil(CHUNK).max(1) * CHUNK;
-    let mut parts: Vec<Vec<&mut [f32]>> = Vec::new();
-    for o in out.iter_mut() {
-        for (k, part) in o.chunks_mut(per_thread).enumerate() {
-            if parts.len() <= k {
-                parts.push(Vec::new());
-            }
-            parts[k].push(part);
-        }
-    }
-    std::thread::scope(|scope| {
-        for (k, mut slices) in parts.into_iter().enumerate() {
-            scope.spawn(move || {
-                let mut e = ChunkEval::new(nodes, stored);
-                let first = k * per_thread;
-                let mine = slices[0].len();
-                for start in (0..mine).step_by(CHUNK) {
-                    let len = CHUNK.min(mine - start);
-                    let s = e.range(first + start, len);
-                    for (t, slice) in targets.iter().zip(slices.iter_mut()) {
-                        let v = e.value(*t, s, true);
-                        slice[start..start + len].copy_from_slice(&v);
-                    }
-                }
-            });
-        }
-    });
-    out
-}
-
-/// A reduction: its operand computed chunk by chunk over its own elements,
-/// each thread folding a contiguous share into its own accumulators, the
-/// threads combined in order.
-fn reduce(nodes: &[Node], stored: &[Option<Cow<[f32]>>], id: NodeId) -> Vec<f32> {
-    let node = &nodes[id.index()];
-    let Op::Reduce { op, axes } = &node.op else {
-        unreachable!("a reduction")
-    };
-    let operand = node.inputs[0];
-    let input = &nodes[operand.index()].shape;
-    let to_out = StridedMap::reduce_to(input, axes, &node.shape);
-    let (n, outs) = (input.numel(), node.shape.numel());
-    // Accumulators are f64: a long f32 sum in order loses digits (2^20
-    // terms drift by ~1e-3), the GPU's tree does not, and neither should we.
-    let identity = op.identity();
-    let per_thread = n.div_ceil(threads()).div_ceil(CHUNK).max(1) * CHUNK;
-    let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n.div_ceil(per_thread))
-            .map(|k| {
-                let to_out = &to_out;
-                scope.spawn(move || {
-                    let mut acc = vec![identity; outs];
-                    let mut e = ChunkEval::new(nodes, stored);
-                    let end = (k * per_thread + per_thread).min(n);
-                    for start in (k * per_thread..end).step_by(CHUNK) {
-                        let len = CHUNK.min(end - start);
-                        let s = e.range(start, len);
-                        let v = e.value(operand, s, false);
-                        fold(*op, &mut acc, &v, outs == 1, || to_out.sources(start, len));
-                    }
-                    acc
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a reduction thread panicked"))
-            .collect()
-    });
-    let mut out = vec![identity; outs];
-    for p in partials {
-        for (o, x) in out.iter_mut().zip(p) {
-            *o = op.cpu(*o, x);
-        }
-    }
-    out.into_iter().map(|x| x as f32).collect()
-}
-
-/// Fold a chunk into the accumulators (all into one when `single`, else each
-/// element into the output `slots()` names), the loop specialised per op.
-fn fold(op: ReduceOp, acc: &mut [f64], v: &[f32], single: bool, slots: impl Fn() -> Vec<usize>) {
+/// Fold `x` into the accumulators (`acc[i - lo]` for output `i`) at the
+/// outputs `runs` name; the loops specialised per op.
+fn fold(op: ReduceOp, acc: &mut [f64], lo: usize, x: &[f32], runs: &[Run]) {
     use ReduceOp::*;
     macro_rules! each {
         ($($r:ident),*) => {
             match op {
-                $($r => {
-                    if single {
-                        acc[0] = v.iter().fold(acc[0], |a, &x| $r.cpu(a, x as f64));
-                    } else {
-                        for (&o, &x) in slots().iter().zip(v) {
-                            acc[o] = $r.cpu(acc[o], x as f64);
-                        }
-                    }
-                })*
+                $($r => fold_runs(acc, lo, x, runs, |a, b| $r.cpu(a, b), $r.identity()),)*
             }
         };
     }
     each!(Sum, Max, Min)
+}
+
+#[inline(always)]
+fn fold_runs(
+    acc: &mut [f64],
+    lo: usize,
+    x: &[f32],
+    runs: &[Run],
+    f: impl Fn(f64, f64) -> f64,
+    identity: f64,
+) {
+    /// Lanes of a run folded into one output: independent sums vectorise.
+    const LANES: usize = 8;
+    let mut at = 0;
+    for r in runs {
+        let x = &x[at..at + r.len];
+        at += r.len;
+        match r.stride {
+            0 => {
+                let mut lanes = [identity; LANES];
+                let mut blocks = x.chunks_exact(LANES);
+                for b in &mut blocks {
+                    for (l, &v) in lanes.iter_mut().zip(b) {
+                        *l = f(*l, v as f64);
+                    }
+                }
+                let tail = blocks
+                    .remainder()
+                    .iter()
+                    .fold(identity, |a, &v| f(a, v as f64));
+                let a = &mut acc[r.base - lo];
+                *a = f(*a, lanes.into_iter().fold(tail, &f));
+            }
+            1 => {
+                let a = &mut acc[r.base - lo..r.base - lo + r.len];
+                for (a, &v) in a.iter_mut().zip(x) {
+                    *a = f(*a, v as f64);
+                }
+            }
+            s => {
+                for (k, &v) in x.iter().enumerate() {
+                    let a = &mut acc[r.base - lo + k * s];
+                    *a = f(*a, v as f64);
+                }
+            }
+        }
+    }
 }
