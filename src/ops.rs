@@ -132,6 +132,7 @@ impl UnaryOp {
     }
 
     /// The CPU math, in f64 (the reference) or f32 (the fast path).
+    #[inline(always)]
     pub fn cpu<T: Real>(self, x: T) -> T {
         use UnaryOp::*;
         let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
@@ -228,6 +229,7 @@ impl BinaryOp {
     }
 
     /// The CPU math, in f64 (the reference) or f32 (the fast path).
+    #[inline(always)]
     pub fn cpu<T: Real>(self, a: T, b: T) -> T {
         use BinaryOp::*;
         let mask = |c: bool| T::from_f64(if c { 1.0 } else { 0.0 });
@@ -305,6 +307,7 @@ impl ReduceOp {
         }
     }
     /// Fold one more element into an accumulator, on the CPU.
+    #[inline(always)]
     pub fn cpu<T: Real>(self, acc: T, x: T) -> T {
         match self {
             ReduceOp::Sum => acc + x,
@@ -462,6 +465,7 @@ pub trait Real:
 macro_rules! real {
     ($t:ty) => {
         impl Real for $t {
+            #[inline(always)]
             fn from_f64(x: f64) -> Self {
                 x as $t
             }

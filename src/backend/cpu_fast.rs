@@ -87,6 +87,15 @@ struct SetRuns {
 
 type Reg = usize;
 
+/// Which operands of a binary op are read at each element: both, or one
+/// of them is uniform and read once.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    Each,
+    LeftOne,
+    RightOne,
+}
+
 /// One step of a tape. `set` gives the number of elements (its length).
 #[derive(Clone, Debug)]
 enum Instr {
@@ -109,6 +118,7 @@ enum Instr {
     Binary {
         dst: Reg,
         op: BinaryOp,
+        form: Form,
         a: Reg,
         b: Reg,
         set: usize,
@@ -118,6 +128,12 @@ enum Instr {
         mask: Reg,
         a: Reg,
         b: Reg,
+        set: usize,
+    },
+    /// The uniform value in `src` at every index of `set`.
+    Splat {
+        dst: Reg,
+        src: Reg,
         set: usize,
     },
     /// `src` holds an operand at expanding set `set`; `dst` gets the
@@ -148,6 +164,7 @@ impl Instr {
             | Unary { dst, .. }
             | Binary { dst, .. }
             | Select { dst, .. }
+            | Splat { dst, .. }
             | Expand { dst, .. } => Some(*dst),
             Store { .. } | Fold { .. } => None,
         }
@@ -161,7 +178,7 @@ impl Instr {
             Select {
                 dst, mask, a, b, ..
             } => vec![dst, mask, a, b],
-            Expand { dst, src, .. } => vec![dst, src],
+            Expand { dst, src, .. } | Splat { dst, src, .. } => vec![dst, src],
             Store { src, .. } | Fold { src, .. } => vec![src],
         }
     }
@@ -284,31 +301,50 @@ fn is_leaf(node: &Node) -> bool {
     matches!(node.op, Op::Input(_) | Op::Param { .. })
 }
 
+/// The set of a pass's chunk, and the set of one index (0) at which a
+/// uniform value is computed.
+const CHUNK_SET: usize = 0;
+const SCALAR: usize = 1;
+
+/// A node's values in a register: at each index of a set, or (`uniform`)
+/// one value that holds at every index, in element 0.
+#[derive(Clone, Copy)]
+struct Val {
+    reg: Reg,
+    uniform: bool,
+}
+
 /// Records one pass's tape.
 struct Builder<'a> {
     nodes: &'a [Node],
     stored: &'a [bool],
     sets: Vec<SetSpec>,
     tape: Vec<Instr>,
-    memo: HashMap<(NodeId, usize), Reg>,
+    memo: HashMap<(NodeId, usize), Val>,
+    splats: HashMap<(NodeId, usize), Reg>,
+    uniform: HashMap<NodeId, bool>,
     next: Reg,
 }
 
 impl<'a> Builder<'a> {
     fn new(nodes: &'a [Node], stored: &'a [bool]) -> Self {
+        // The chunk's and the scalar set's runs are set per chunk, not derived.
+        let fixed = || SetSpec {
+            parent: 0,
+            derive: Derive::Map(StridedMap {
+                out_dims: Vec::new(),
+                src_strides: Vec::new(),
+                offset: 0,
+            }),
+        };
         Builder {
             nodes,
             stored,
-            sets: vec![SetSpec {
-                parent: 0,
-                derive: Derive::Map(StridedMap {
-                    out_dims: Vec::new(),
-                    src_strides: Vec::new(),
-                    offset: 0,
-                }),
-            }],
+            sets: vec![fixed(), fixed()],
             tape: Vec::new(),
             memo: HashMap::new(),
+            splats: HashMap::new(),
+            uniform: HashMap::new(),
             next: 0,
         }
     }
@@ -320,7 +356,7 @@ impl<'a> Builder<'a> {
             let node = &self.nodes[t.index()];
             if let Op::Reduce { op, axes } = &node.op {
                 let operand = &self.nodes[node.inputs[0].index()].shape;
-                let src = self.value(node.inputs[0], 0);
+                let src = self.vector(node.inputs[0], CHUNK_SET);
                 self.tape.push(Instr::Fold {
                     src,
                     out: reductions.len(),
@@ -332,7 +368,7 @@ impl<'a> Builder<'a> {
                     outs: node.shape.numel(),
                 });
             } else {
-                let src = self.value(t, 0);
+                let src = self.vector(t, CHUNK_SET);
                 self.tape.push(Instr::Store {
                     src,
                     out: stores.len(),
@@ -370,17 +406,64 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// The register holding node `id` at set `set`.
-    fn value(&mut self, id: NodeId, set: usize) -> Reg {
-        if let Some(&r) = self.memo.get(&(id, set)) {
+    /// Whether node `id` has one value at every index (a constant, a
+    /// broadcast scalar, what is computed from them alone).
+    fn is_uniform(&mut self, id: NodeId) -> bool {
+        if let Some(&u) = self.uniform.get(&id) {
+            return u;
+        }
+        let node = &self.nodes[id.index()];
+        let u = node.shape.numel() == 1
+            || (!self.stored[id.index()]
+                && match node.op {
+                    Op::Const(_) => true,
+                    Op::Broadcast
+                    | Op::Reshape
+                    | Op::Permute(_)
+                    | Op::Slice { .. }
+                    | Op::Unary(_)
+                    | Op::Binary(_)
+                    | Op::Select => node.inputs.iter().all(|&j| self.is_uniform(j)),
+                    _ => false,
+                });
+        self.uniform.insert(id, u);
+        u
+    }
+
+    /// Node `id` at each index of set `set`, in a register of its own.
+    fn vector(&mut self, id: NodeId, set: usize) -> Reg {
+        let v = self.value(id, set);
+        if !v.uniform || set == SCALAR {
+            return v.reg;
+        }
+        if let Some(&r) = self.splats.get(&(id, set)) {
             return r;
         }
+        let r = self.emit(|dst| Instr::Splat {
+            dst,
+            src: v.reg,
+            set,
+        });
+        self.splats.insert((id, set), r);
+        r
+    }
+
+    /// Node `id` at set `set`: a uniform node is computed once, at `SCALAR`.
+    fn value(&mut self, id: NodeId, set: usize) -> Val {
+        if set != SCALAR && self.is_uniform(id) {
+            return self.value(id, SCALAR);
+        }
+        if let Some(&v) = self.memo.get(&(id, set)) {
+            return v;
+        }
+        let uniform = set == SCALAR;
+        let vector = |reg| Val { reg, uniform };
         let node = &self.nodes[id.index()];
         let input = |k: usize| node.inputs[k];
         let in_shape = |k: usize| &self.nodes[node.inputs[k].index()].shape;
-        let r = if self.stored[id.index()] {
+        let v = if self.stored[id.index()] {
             let n = id.index();
-            self.emit(|dst| Instr::Load { dst, node: n, set })
+            vector(self.emit(|dst| Instr::Load { dst, node: n, set }))
         } else {
             let derive = match &node.op {
                 Op::Broadcast => Some(Derive::Broadcast(
@@ -404,49 +487,62 @@ impl<'a> Builder<'a> {
                 (_, Some(Derive::Map(m) | Derive::Broadcast(m))) if m.is_identity() => {
                     self.value(input(0), set)
                 }
-                (_, Some(d)) => {
-                    let expands = d.expands();
+                (_, Some(d)) if d.expands() => {
                     let s = self.set(set, d);
-                    let src = self.value(input(0), s);
-                    if expands {
-                        self.emit(|dst| Instr::Expand { dst, src, set: s })
-                    } else {
-                        src
-                    }
+                    let src = self.vector(input(0), s);
+                    vector(self.emit(|dst| Instr::Expand { dst, src, set: s }))
+                }
+                (_, Some(d)) => {
+                    let s = self.set(set, d);
+                    self.value(input(0), s)
                 }
                 (Op::Const(c), None) => {
                     let value = *c as f32;
-                    self.emit(|dst| Instr::Const { dst, value, set })
+                    vector(self.emit(|dst| Instr::Const { dst, value, set }))
                 }
                 (Op::Unary(op), None) => {
-                    let (op, a) = (*op, self.value(input(0), set));
-                    self.emit(|dst| Instr::Unary { dst, op, a, set })
+                    let (op, a) = (*op, self.value(input(0), set).reg);
+                    vector(self.emit(|dst| Instr::Unary { dst, op, a, set }))
                 }
                 (Op::Binary(op), None) => {
                     let op = *op;
-                    let a = self.value(input(0), set);
-                    let b = self.value(input(1), set);
-                    self.emit(|dst| Instr::Binary { dst, op, a, b, set })
+                    let (a, b) = (self.value(input(0), set), self.value(input(1), set));
+                    // A uniform operand is read as one value.
+                    let form = match (uniform, a.uniform, b.uniform) {
+                        (true, ..) | (false, false, false) => Form::Each,
+                        (false, false, true) => Form::RightOne,
+                        (false, true, false) => Form::LeftOne,
+                        (false, true, true) => unreachable!("uniform nodes are computed at SCALAR"),
+                    };
+                    let (a, b) = (a.reg, b.reg);
+                    vector(self.emit(|dst| Instr::Binary {
+                        dst,
+                        op,
+                        form,
+                        a,
+                        b,
+                        set,
+                    }))
                 }
                 (Op::Select, None) => {
-                    let mask = self.value(input(0), set);
-                    let a = self.value(input(1), set);
-                    let b = self.value(input(2), set);
-                    self.emit(|dst| Instr::Select {
+                    let mask = self.vector(input(0), set);
+                    let a = self.vector(input(1), set);
+                    let b = self.vector(input(2), set);
+                    vector(self.emit(|dst| Instr::Select {
                         dst,
                         mask,
                         a,
                         b,
                         set,
-                    })
+                    }))
                 }
                 // The same elements in the same order.
                 (Op::Reshape, None) => self.value(input(0), set),
                 (op, None) => unreachable!("{} nodes are stored", op.name()),
             }
         };
-        self.memo.insert((id, set), r);
-        r
+        self.memo.insert((id, set), v);
+        v
     }
 }
 
@@ -482,13 +578,6 @@ fn allocate_registers(tape: &mut [Instr]) -> usize {
         free.extend(freed);
     }
     count
-}
-
-/// Per-task state: registers and the current chunk's sets.
-struct Scratch {
-    regs: Vec<Vec<f32>>,
-    sets: Vec<SetRuns>,
-    runs: Vec<Run>,
 }
 
 impl Pass {
@@ -528,9 +617,8 @@ impl Pass {
             .collect()
     }
 
-    /// The elements `start..start + len`, chunk by chunk; returns each
-    /// reduction's accumulators over the outputs this task touches, and the
-    /// first of them.
+    /// `task_body`, compiled for the widest vectors this CPU has: the same
+    /// operations in the same order, so the same bits, only sooner.
     fn task(
         &self,
         data: &[&[f32]],
@@ -538,102 +626,146 @@ impl Pass {
         len: usize,
         outs: &mut [&mut [f32]],
     ) -> Vec<(usize, Vec<f64>)> {
-        let mut s = Scratch {
-            regs: vec![vec![0.0; CHUNK]; self.regs],
-            sets: (0..self.sets.len()).map(|_| SetRuns::default()).collect(),
-            runs: Vec::new(),
-        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: this CPU has AVX2, checked just above.
+            return unsafe { self.task_avx2(data, start, len, outs) };
+        }
+        self.task_body(data, start, len, outs)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn task_avx2(
+        &self,
+        data: &[&[f32]],
+        start: usize,
+        len: usize,
+        outs: &mut [&mut [f32]],
+    ) -> Vec<(usize, Vec<f64>)> {
+        self.task_body(data, start, len, outs)
+    }
+
+    /// The elements `start..start + len`, chunk by chunk; returns each
+    /// reduction's accumulators over the outputs this task touches, and the
+    /// first of them. Everything in the loop is inlined here, so that it is
+    /// compiled for the caller's target features.
+    #[inline(always)]
+    fn task_body(
+        &self,
+        data: &[&[f32]],
+        start: usize,
+        len: usize,
+        outs: &mut [&mut [f32]],
+    ) -> Vec<(usize, Vec<f64>)> {
+        let mut regs = vec![vec![0.0f32; CHUNK]; self.regs];
+        // A load of consecutive elements is not copied: its register is a
+        // view of the source.
+        let mut views: Vec<Option<&[f32]>> = vec![None; self.regs];
+        let mut sets: Vec<SetRuns> = (0..self.sets.len()).map(|_| SetRuns::default()).collect();
+        sets[SCALAR].runs.push(Run {
+            base: 0,
+            stride: 0,
+            len: 1,
+        });
+        sets[SCALAR].len = 1;
+        let mut runs = Vec::new();
         let mut accs: Vec<(usize, Vec<f64>)> = self
             .reductions
             .iter()
             .map(|r| {
-                s.runs.clear();
-                map_runs(&r.to_out, whole(start, len), &mut |run| s.runs.push(run));
-                let lo = s.runs.iter().map(|r| r.base).min().unwrap_or(0);
-                let hi = s.runs.iter().map(|r| r.base + (r.len - 1) * r.stride);
-                (
-                    lo,
-                    vec![r.op.identity(); hi.max().map_or(0, |h| h + 1 - lo)],
-                )
+                runs.clear();
+                map_runs(&r.to_out, whole(start, len), &mut |run| runs.push(run));
+                let lo = runs.iter().map(|r| r.base).min().unwrap_or(0);
+                let hi = runs.iter().map(|r| r.base + (r.len - 1) * r.stride).max();
+                (lo, vec![r.op.identity(); hi.map_or(0, |h| h + 1 - lo)])
             })
             .collect();
         for c in (0..len).step_by(CHUNK) {
             let n = CHUNK.min(len - c);
-            self.chunk(data, &mut s, start + c, n, |instr, x, runs| match instr {
-                Instr::Store { out, .. } => outs[*out][c..c + n].copy_from_slice(x),
-                Instr::Fold { out, .. } => {
-                    let r = &self.reductions[*out];
-                    runs.clear();
-                    map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
-                    let (lo, acc) = &mut accs[*out];
-                    fold(r.op, acc, *lo, x, runs);
-                }
-                _ => unreachable!("only stores and folds leave the tape"),
-            });
-        }
-        accs
-    }
-
-    /// Run the tape on elements `start..start + len`, handing each store's
-    /// and fold's values to `out`.
-    fn chunk(
-        &self,
-        data: &[&[f32]],
-        s: &mut Scratch,
-        start: usize,
-        len: usize,
-        mut out: impl FnMut(&Instr, &[f32], &mut Vec<Run>),
-    ) {
-        let sets = &mut s.sets;
-        sets[0].runs.clear();
-        sets[0].runs.push(whole(start, len));
-        sets[0].len = len;
-        for k in 1..self.sets.len() {
-            let spec = &self.sets[k];
-            let (done, rest) = sets.split_at_mut(k);
-            derive(&spec.derive, &done[spec.parent].runs, &mut rest[0]);
-        }
-        let regs = &mut s.regs;
-        for instr in &self.tape {
-            use Instr::*;
-            match instr {
-                Store { src, .. } | Fold { src, .. } => out(instr, &regs[*src][..len], &mut s.runs),
-                &Load { dst, node, set } => load(&mut regs[dst], data[node], &sets[set].runs),
-                &Const { dst, value, set } => regs[dst][..sets[set].len].fill(value),
-                &Unary { dst, op, a, set } => {
-                    let n = sets[set].len;
-                    let mut d = std::mem::take(&mut regs[dst]);
-                    unary(op, &regs[a][..n], &mut d[..n]);
-                    regs[dst] = d;
-                }
-                &Binary { dst, op, a, b, set } => {
-                    let n = sets[set].len;
-                    let mut d = std::mem::take(&mut regs[dst]);
-                    binary(op, &regs[a][..n], &regs[b][..n], &mut d[..n]);
-                    regs[dst] = d;
-                }
-                &Select {
-                    dst,
-                    mask,
-                    a,
-                    b,
-                    set,
-                } => {
-                    let n = sets[set].len;
-                    let mut d = std::mem::take(&mut regs[dst]);
-                    let (m, a, b) = (&regs[mask][..n], &regs[a][..n], &regs[b][..n]);
-                    for (k, o) in d[..n].iter_mut().enumerate() {
-                        *o = if m[k] != 0.0 { a[k] } else { b[k] };
+            sets[CHUNK_SET].runs.clear();
+            sets[CHUNK_SET].runs.push(whole(start + c, n));
+            sets[CHUNK_SET].len = n;
+            for k in SCALAR + 1..self.sets.len() {
+                let spec = &self.sets[k];
+                let (done, rest) = sets.split_at_mut(k);
+                derive(&spec.derive, &done[spec.parent].runs, &mut rest[0]);
+            }
+            for instr in &self.tape {
+                use Instr::*;
+                // Compute into a register (taken out while its operands are read).
+                let mut d = instr.dst().map(|r| std::mem::take(&mut regs[r]));
+                let read = |r: Reg| views[r].unwrap_or(&regs[r]);
+                match *instr {
+                    Store { src, out } => outs[out][c..c + n].copy_from_slice(&read(src)[..n]),
+                    Fold { src, out } => {
+                        let r = &self.reductions[out];
+                        runs.clear();
+                        map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
+                        let (lo, acc) = &mut accs[out];
+                        fold(r.op, acc, *lo, &read(src)[..n], &runs);
                     }
-                    regs[dst] = d;
+                    Load { dst, node, set } => {
+                        let (src, at) = (data[node], &sets[set].runs);
+                        if let [Run {
+                            base,
+                            stride: 1,
+                            len,
+                        }] = at[..]
+                        {
+                            views[dst] = Some(&src[base..base + len]);
+                        } else {
+                            views[dst] = None;
+                            load(d.as_mut().expect("a result"), src, at);
+                        }
+                    }
+                    Const { value, set, .. } => {
+                        d.as_mut().expect("a result")[..sets[set].len].fill(value)
+                    }
+                    Unary { op, a, set, .. } => {
+                        let out = &mut d.as_mut().expect("a result")[..sets[set].len];
+                        unary(op, &read(a)[..out.len()], out)
+                    }
+                    Binary {
+                        op,
+                        form,
+                        a,
+                        b,
+                        set,
+                        ..
+                    } => binary(
+                        op,
+                        form,
+                        read(a),
+                        read(b),
+                        &mut d.as_mut().expect("a result")[..sets[set].len],
+                    ),
+                    Splat { src, set, .. } => {
+                        let x = read(src)[0];
+                        d.as_mut().expect("a result")[..sets[set].len].fill(x)
+                    }
+                    Select {
+                        mask, a, b, set, ..
+                    } => {
+                        let out = &mut d.as_mut().expect("a result")[..sets[set].len];
+                        let (m, a, b) = (read(mask), read(a), read(b));
+                        for (k, o) in out.iter_mut().enumerate() {
+                            *o = if m[k] != 0.0 { a[k] } else { b[k] };
+                        }
+                    }
+                    Expand { src, set, .. } => {
+                        expand(d.as_mut().expect("a result"), read(src), &sets[set].pieces)
+                    }
                 }
-                &Expand { dst, src, set } => {
-                    let mut d = std::mem::take(&mut regs[dst]);
-                    expand(&mut d, &regs[src], &sets[set].pieces);
-                    regs[dst] = d;
+                if let (Some(r), Some(d)) = (instr.dst(), d) {
+                    regs[r] = d;
+                    if !matches!(instr, Load { .. }) {
+                        views[r] = None;
+                    }
                 }
             }
         }
+        accs
     }
 }
 
@@ -767,6 +899,7 @@ fn derive(d: &Derive, parent: &[Run], out: &mut SetRuns) {
 }
 
 /// Gather `src` at `runs` into the front of `dst`.
+#[inline(always)]
 fn load(dst: &mut [f32], src: &[f32], runs: &[Run]) {
     let mut at = 0;
     for r in runs {
@@ -785,6 +918,7 @@ fn load(dst: &mut [f32], src: &[f32], runs: &[Run]) {
 }
 
 /// Expand `src` (values at a compressed set) into `dst` by `pieces`.
+#[inline(always)]
 fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
     let (mut from, mut at) = (0, 0);
     for p in pieces {
@@ -809,6 +943,7 @@ fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
 
 /// A unary op of the op table over a register, its loop specialised per
 /// op: matching on a constant variant inside the loop folds away.
+#[inline(always)]
 fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     use UnaryOp::*;
     macro_rules! each {
@@ -825,13 +960,34 @@ fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     )
 }
 
-/// A binary op of the op table over registers, likewise.
-fn binary(op: BinaryOp, x: &[f32], y: &[f32], out: &mut [f32]) {
+/// A binary op of the op table over registers (the front `out.len()`
+/// elements, or element 0 of a uniform operand), likewise.
+#[inline(always)]
+fn binary(op: BinaryOp, form: Form, x: &[f32], y: &[f32], out: &mut [f32]) {
     use BinaryOp::*;
+    let n = out.len();
     macro_rules! each {
         ($($v:ident),*) => {
             match op {
-                $($v => for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) { *o = $v.cpu(a, b) },)*
+                $($v => match form {
+                    Form::Each => {
+                        for ((o, &a), &b) in out.iter_mut().zip(&x[..n]).zip(&y[..n]) {
+                            *o = $v.cpu(a, b)
+                        }
+                    }
+                    Form::LeftOne => {
+                        let a = x[0];
+                        for (o, &b) in out.iter_mut().zip(&y[..n]) {
+                            *o = $v.cpu(a, b)
+                        }
+                    }
+                    Form::RightOne => {
+                        let b = y[0];
+                        for (o, &a) in out.iter_mut().zip(&x[..n]) {
+                            *o = $v.cpu(a, b)
+                        }
+                    }
+                },)*
             }
         };
     }
@@ -840,6 +996,7 @@ fn binary(op: BinaryOp, x: &[f32], y: &[f32], out: &mut [f32]) {
 
 /// Fold `x` into the accumulators (`acc[i - lo]` for output `i`) at the
 /// outputs `runs` name; the loops specialised per op.
+#[inline(always)]
 fn fold(op: ReduceOp, acc: &mut [f64], lo: usize, x: &[f32], runs: &[Run]) {
     use ReduceOp::*;
     macro_rules! each {
