@@ -89,7 +89,7 @@ fn main() -> Result<()> {
     let kind = match &device {
         Device::Gpu(ctx) if ctx.is_software() => "a software GPU: no hardware GPU was found",
         Device::Gpu(_) => "GPU",
-        Device::CpuF32 => "the CPU fast path",
+        Device::CpuF32(_) => "the CPU fast path",
         Device::Cpu => "the f64 CPU reference",
     };
     println!("device: {} ({kind})", device.describe());

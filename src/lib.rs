@@ -38,6 +38,7 @@ pub mod optim;
 mod program;
 pub mod shape;
 
+pub use backend::cpu_fast::CpuOptions;
 pub use backend::wgpu::device::{GpuContext, GpuLimits, GpuOptions};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradCheck};

@@ -1,7 +1,7 @@
 //! Devices, compiling a graph for one, and running the result many times.
 
 use crate::backend::cpu;
-use crate::backend::cpu_fast::FastPlan;
+use crate::backend::cpu_fast::{CpuOptions, FastPlan};
 use crate::backend::wgpu::device::{GpuContext, GpuOptions};
 use crate::backend::wgpu::program::GpuProgram;
 use crate::backend::wgpu::schedule::{self, Request};
@@ -19,7 +19,7 @@ pub enum Device {
     /// The reference interpreter: f64 arithmetic on the CPU.
     Cpu,
     /// The CPU fast path: f32, fused loops over chunks, every core.
-    CpuF32,
+    CpuF32(CpuOptions),
     /// A GPU through wgpu (Vulkan, Metal or DX12), or a software Vulkan such as lavapipe.
     Gpu(Arc<GpuContext>),
 }
@@ -32,7 +32,13 @@ impl Device {
 
     /// The CPU fast path (f32, fused, multi-threaded).
     pub fn cpu_f32() -> Device {
-        Device::CpuF32
+        Device::CpuF32(CpuOptions::default())
+    }
+
+    /// The CPU fast path, cutting its work as `options` says (tests use
+    /// tiny chunks to cross every boundary with small tensors).
+    pub fn cpu_f32_with(options: CpuOptions) -> Device {
+        Device::CpuF32(options)
     }
 
     /// The best GPU adapter (see [`GpuContext::open`]), or an error saying what was tried.
@@ -51,7 +57,7 @@ impl Device {
             Ok(d) => d,
             Err(e) => {
                 log::warn!("wgrad: no GPU ({e}); using the CPU fast path");
-                Device::CpuF32
+                Device::cpu_f32()
             }
         }
     }
@@ -60,9 +66,9 @@ impl Device {
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu => "CPU reference backend (f64)".to_string(),
-            Device::CpuF32 => format!(
+            Device::CpuF32(_) => format!(
                 "CPU fast path (f32, {} threads)",
-                std::thread::available_parallelism().map_or(1, |t| t.get())
+                rayon::current_num_threads()
             ),
             Device::Gpu(ctx) => ctx.describe(),
         }
@@ -192,12 +198,12 @@ impl Graph {
         }
         let exec = match device {
             Device::Cpu => Exec::Cpu(zeros(&nodes, &params)),
-            Device::CpuF32 => {
+            Device::CpuF32(options) => {
                 let mut roots = outputs.clone();
                 roots.extend(update_ids.iter().map(|u| u.1));
                 Exec::CpuF32 {
                     params: zeros(&nodes, &params),
-                    plan: Box::new(FastPlan::new(&nodes, &roots)),
+                    plan: Box::new(FastPlan::new(&nodes, &roots, *options)),
                 }
             }
             Device::Gpu(ctx) => {

@@ -2,11 +2,20 @@
 
 mod common;
 use common::*;
-use wgrad::{Device, Graph, Optimizer};
+use wgrad::{CpuOptions, Device, Graph, Optimizer};
 
 #[test]
 fn every_op_and_its_gradients_match_the_reference() {
     every_case_matches_reference(&Device::cpu_f32());
+}
+
+#[test]
+fn every_op_matches_the_reference_in_tiny_chunks() {
+    // Chunk and task boundaries inside every row, run, pad and reduction.
+    every_case_matches_reference(&Device::cpu_f32_with(CpuOptions {
+        chunk: 5,
+        chunks_per_task: 3,
+    }));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use rand::Rng;
-use wgrad::{Device, Graph, Var};
+use wgrad::{CpuOptions, Device, Graph, Var};
 
 const DEPTH: usize = 6;
 /// Keep tensors small: every dimension at most this, rank at most 6.
@@ -183,8 +183,15 @@ fn random_graphs_match_the_cpu_on_values_and_gradients() {
 fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
     let cases = env("WGRAD_PROPTEST_CASES", 300);
     let first = env("WGRAD_PROPTEST_SEED", 0);
+    // Chunks of 3 elements and tasks of 2 chunks put chunk and task
+    // boundaries inside rows, broadcasts, pads and reductions.
+    let tiny = Device::cpu_f32_with(CpuOptions {
+        chunk: 3,
+        chunks_per_task: 2,
+    });
     for seed in first..first + cases {
         check(&Device::cpu_f32(), seed);
+        check(&tiny, seed);
     }
 }
 

@@ -4,8 +4,9 @@
 //! only leaves, reductions and the values asked for are stored; everything
 //! else is computed inside the pass that needs it. A pass runs over one
 //! extent (its element-wise targets' elements, or its reductions'
-//! operands') in chunks of `CHUNK` elements, and each chunk runs a tape of
-//! instructions over registers of `CHUNK` floats that stay in cache.
+//! operands') in chunks (1024 elements by default), and each chunk runs a
+//! tape of instructions over registers of a chunk's floats that stay in
+//! cache.
 //!
 //! Layout ops move no data. A chunk is a set of indices; a layout op derives
 //! the set its operand is needed at, as runs `base, base + stride, …` that
@@ -14,7 +15,7 @@
 //! costs one evaluation per row, not one per element), and a pad never
 //! computes its padding. Each node is computed once per set of indices.
 //!
-//! Work is split into tasks of `TASK` elements, a partition fixed by the
+//! Work is split into tasks of a fixed number of chunks, a partition fixed by the
 //! extent alone, run on rayon's threads. Reductions fold each task in a
 //! fixed order into f64 accumulators (a long f32 sum drifts; the GPU's tree
 //! does not, and neither should we) and combine the tasks in order: the same
@@ -28,11 +29,24 @@ use crate::shape::{PadMap, StridedMap};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
-/// Elements per chunk: a tape's registers stay in the core's cache.
-const CHUNK: usize = 1024;
-/// Elements per task: enough chunks that a task's start-up cost vanishes,
-/// few enough that the cores share the work evenly.
-const TASK: usize = 32 * CHUNK;
+/// How the fast path cuts its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Elements per chunk: a tape's registers stay in the core's cache.
+    pub chunk: usize,
+    /// Chunks per task: enough that a task's start-up cost vanishes, few
+    /// enough that the cores share the work evenly.
+    pub chunks_per_task: usize,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions {
+            chunk: 1024,
+            chunks_per_task: 32,
+        }
+    }
+}
 
 /// The elements `base, base + stride, …` (`len` of them) of a node, held
 /// at consecutive places of a register.
@@ -195,6 +209,8 @@ struct Reduction {
 /// One sweep over `extent` elements computing `stores` and `reductions`.
 struct Pass {
     extent: usize,
+    chunk: usize,
+    chunks_per_task: usize,
     sets: Vec<SetSpec>,
     tape: Vec<Instr>,
     regs: usize,
@@ -212,7 +228,7 @@ pub(crate) struct FastPlan {
 
 impl FastPlan {
     /// Plan the computation of `roots`.
-    pub(crate) fn new(nodes: &[Node], roots: &[NodeId]) -> FastPlan {
+    pub(crate) fn new(nodes: &[Node], roots: &[NodeId], options: CpuOptions) -> FastPlan {
         let live = live_nodes(nodes, roots);
         // Targets by group: a reduction of level L (one more than the highest
         // level of the reductions it reads) and an element-wise root reading
@@ -249,7 +265,7 @@ impl FastPlan {
             }
             let first = passes.len();
             for (extent, targets) in by_extent {
-                passes.push(Builder::new(nodes, &stored).pass(extent, &targets));
+                passes.push(Builder::new(nodes, &stored).pass(extent, &targets, options));
             }
             for pass in &passes[first..] {
                 for r in &pass.reductions {
@@ -349,7 +365,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn pass(mut self, extent: usize, targets: &[NodeId]) -> Pass {
+    fn pass(mut self, extent: usize, targets: &[NodeId], options: CpuOptions) -> Pass {
         let mut stores = Vec::new();
         let mut reductions = Vec::new();
         for &t in targets {
@@ -379,6 +395,8 @@ impl<'a> Builder<'a> {
         let regs = allocate_registers(&mut self.tape);
         Pass {
             extent,
+            chunk: options.chunk.max(1),
+            chunks_per_task: options.chunks_per_task.max(1),
             sets: self.sets,
             tape: self.tape,
             regs,
@@ -466,9 +484,21 @@ impl<'a> Builder<'a> {
             vector(self.emit(|dst| Instr::Load { dst, node: n, set }))
         } else {
             let derive = match &node.op {
-                Op::Broadcast => Some(Derive::Broadcast(
-                    StridedMap::broadcast(in_shape(0), &node.shape).simplified(),
-                )),
+                // A uniform operand is the same at every index.
+                Op::Broadcast | Op::Permute(_) | Op::Slice { .. }
+                    if uniform && self.is_uniform(input(0)) =>
+                {
+                    return self.value(input(0), SCALAR);
+                }
+                Op::Broadcast => {
+                    let m = StridedMap::broadcast(in_shape(0), &node.shape).simplified();
+                    // Only a broadcast along the last axis repeats an index
+                    // within a run; the others read each index once per run.
+                    Some(match m.src_strides.last() {
+                        Some(0) => Derive::Broadcast(m),
+                        _ => Derive::Map(m),
+                    })
+                }
                 Op::Permute(perm) => Some(Derive::Map(
                     StridedMap::permute(in_shape(0), perm).simplified(),
                 )),
@@ -493,8 +523,13 @@ impl<'a> Builder<'a> {
                     vector(self.emit(|dst| Instr::Expand { dst, src, set: s }))
                 }
                 (_, Some(d)) => {
+                    // At SCALAR, the one source index is a scalar too.
                     let s = self.set(set, d);
-                    self.value(input(0), s)
+                    let v = self.value(input(0), s);
+                    Val {
+                        reg: v.reg,
+                        uniform: uniform || v.uniform,
+                    }
                 }
                 (Op::Const(c), None) => {
                     let value = *c as f32;
@@ -584,16 +619,17 @@ impl Pass {
     /// Run the pass over its extent; `outs` are the stores' buffers.
     /// Returns each reduction's result.
     fn run(&self, data: &[&[f32]], outs: &mut [Vec<f32>]) -> Vec<Vec<f32>> {
-        let tasks = self.extent.div_ceil(TASK);
+        let size = self.chunk * self.chunks_per_task;
+        let tasks = self.extent.div_ceil(size);
         let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::new()).collect();
         for o in outs.iter_mut() {
-            for (k, part) in o.chunks_mut(TASK).enumerate() {
+            for (k, part) in o.chunks_mut(size).enumerate() {
                 parts[k].push(part);
             }
         }
         let task = |(k, mut slices): (usize, Vec<&mut [f32]>)| {
-            let start = k * TASK;
-            self.task(data, start, TASK.min(self.extent - start), &mut slices)
+            let start = k * size;
+            self.task(data, start, size.min(self.extent - start), &mut slices)
         };
         // A pass of one task runs here: no thread is worth waking for it.
         let partials: Vec<Vec<(usize, Vec<f64>)>> = if tasks > 1 {
@@ -658,7 +694,7 @@ impl Pass {
         len: usize,
         outs: &mut [&mut [f32]],
     ) -> Vec<(usize, Vec<f64>)> {
-        let mut regs = vec![vec![0.0f32; CHUNK]; self.regs];
+        let mut regs = vec![vec![0.0f32; self.chunk]; self.regs];
         // A load of consecutive elements is not copied: its register is a
         // view of the source.
         let mut views: Vec<Option<&[f32]>> = vec![None; self.regs];
@@ -681,8 +717,8 @@ impl Pass {
                 (lo, vec![r.op.identity(); hi.map_or(0, |h| h + 1 - lo)])
             })
             .collect();
-        for c in (0..len).step_by(CHUNK) {
-            let n = CHUNK.min(len - c);
+        for c in (0..len).step_by(self.chunk) {
+            let n = self.chunk.min(len - c);
             sets[CHUNK_SET].runs.clear();
             sets[CHUNK_SET].runs.push(whole(start + c, n));
             sets[CHUNK_SET].len = n;
