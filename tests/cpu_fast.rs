@@ -68,3 +68,32 @@ fn long_sums_keep_their_digits() {
         .unwrap()[0][0];
     assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
 }
+
+#[test]
+fn logistic_regression_reads_rows_once_and_matches_the_reference() {
+    // The gradient's column sums run task by task right after the row sums
+    // they read (a fused step); tasks hold whole rows.
+    let tiny = Device::cpu_f32_with(CpuOptions {
+        chunk: 5,
+        chunks_per_task: 3,
+    });
+    for (device, rows, d) in [(Device::cpu_f32(), 300, 257), (tiny, 40, 7)] {
+        let g = Graph::new();
+        let x = g.input("x", [rows, d]);
+        let t = g.input("t", [rows, 1]);
+        let w = g.input("w", [d, 1]);
+        let loss = x.matmul(w).logistic_loss(t);
+        let dw = g.grad(loss, &[w])[0];
+        let mut r = rng(15);
+        let mut data: Vec<(String, Vec<f64>)> = [("x", rows * d), ("w", d)]
+            .iter()
+            .map(|&(name, n)| (name.to_string(), sample(&mut r, n, Domain::Any)))
+            .collect();
+        let signs = sample(&mut r, rows, Domain::Any)
+            .iter()
+            .map(|v| v.signum())
+            .collect();
+        data.push(("t".to_string(), signs));
+        check_against_reference(&device, &g, &[loss, dw], &data, 1e-4, "logreg");
+    }
+}

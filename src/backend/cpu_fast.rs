@@ -209,8 +209,6 @@ struct Reduction {
 /// One sweep over `extent` elements computing `stores` and `reductions`.
 struct Pass {
     extent: usize,
-    chunk: usize,
-    chunks_per_task: usize,
     sets: Vec<SetSpec>,
     tape: Vec<Instr>,
     regs: usize,
@@ -221,7 +219,7 @@ struct Pass {
 /// A program for the fast path: passes, and the buffers they write (kept
 /// between runs, so a run allocates nothing large).
 pub(crate) struct FastPlan {
-    passes: Vec<Pass>,
+    steps: Vec<Step>,
     /// The value of each computed stored node, by node index.
     values: Vec<Vec<f32>>,
 }
@@ -250,7 +248,7 @@ impl FastPlan {
             }
         }
         let mut stored: Vec<bool> = nodes.iter().map(is_leaf).collect();
-        let mut passes = Vec::new();
+        let mut passes: Vec<Vec<Pass>> = Vec::new();
         for group in groups.into_values() {
             // One pass per extent: reductions fold on the way through the
             // elements their operand shares with element-wise targets.
@@ -263,11 +261,11 @@ impl FastPlan {
                 };
                 by_extent.entry(extent).or_default().push(t);
             }
-            let first = passes.len();
-            for (extent, targets) in by_extent {
-                passes.push(Builder::new(nodes, &stored).pass(extent, &targets, options));
-            }
-            for pass in &passes[first..] {
+            let group: Vec<Pass> = by_extent
+                .into_iter()
+                .map(|(extent, targets)| Builder::new(nodes, &stored).pass(extent, &targets))
+                .collect();
+            for pass in &group {
                 for r in &pass.reductions {
                     stored[r.node.index()] = true;
                 }
@@ -275,32 +273,36 @@ impl FastPlan {
                     stored[t.index()] = true;
                 }
             }
+            passes.push(group);
         }
-        let values = vec![Vec::new(); nodes.len()];
-        FastPlan { passes, values }
+        FastPlan {
+            steps: steps(passes, options),
+            values: vec![Vec::new(); nodes.len()],
+        }
     }
 
     /// Run every pass; `leaves` holds every input and parameter read.
     pub(crate) fn run(&mut self, nodes: &[Node], leaves: &HashMap<NodeId, &[f32]>) {
-        for pass in &self.passes {
-            // The pass's results leave `values` while it reads the rest.
-            let mut outs: Vec<Vec<f32>> = pass
-                .stores
+        for step in &self.steps {
+            // The step's results leave `values` while it reads the rest.
+            let stores: Vec<NodeId> = step.passes.iter().flat_map(|p| p.stores.clone()).collect();
+            let mut outs: Vec<Vec<f32>> = stores
                 .iter()
                 .map(|t| std::mem::take(&mut self.values[t.index()]))
                 .collect();
-            for (o, t) in outs.iter_mut().zip(&pass.stores) {
+            for (o, t) in outs.iter_mut().zip(&stores) {
                 o.resize(nodes[t.index()].shape.numel(), 0.0);
             }
-            let mut data: Vec<&[f32]> = self.values.iter().map(|v| v.as_slice()).collect();
+            let mut data: Vec<Src> = self.values.iter().map(|v| Src::all(v)).collect();
             for (id, v) in leaves {
-                data[id.index()] = v;
+                data[id.index()] = Src::all(v);
             }
-            let folded = pass.run(&data, &mut outs);
-            for (o, t) in outs.into_iter().zip(&pass.stores) {
+            let folded = step.run(&data, &mut outs);
+            for (o, t) in outs.into_iter().zip(&stores) {
                 self.values[t.index()] = o;
             }
-            for (r, v) in pass.reductions.iter().zip(folded) {
+            let reductions = step.passes.iter().flat_map(|p| &p.reductions);
+            for (r, v) in reductions.zip(folded) {
                 self.values[r.node.index()] = v;
             }
         }
@@ -365,7 +367,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn pass(mut self, extent: usize, targets: &[NodeId], options: CpuOptions) -> Pass {
+    fn pass(mut self, extent: usize, targets: &[NodeId]) -> Pass {
         let mut stores = Vec::new();
         let mut reductions = Vec::new();
         for &t in targets {
@@ -395,8 +397,6 @@ impl<'a> Builder<'a> {
         let regs = allocate_registers(&mut self.tape);
         Pass {
             extent,
-            chunk: options.chunk.max(1),
-            chunks_per_task: options.chunks_per_task.max(1),
             sets: self.sets,
             tape: self.tape,
             regs,
@@ -615,12 +615,110 @@ fn allocate_registers(tape: &mut [Instr]) -> usize {
     count
 }
 
-impl Pass {
-    /// Run the pass over its extent; `outs` are the stores' buffers.
-    /// Returns each reduction's result.
-    fn run(&self, data: &[&[f32]], outs: &mut [Vec<f32>]) -> Vec<Vec<f32>> {
-        let size = self.chunk * self.chunks_per_task;
-        let tasks = self.extent.div_ceil(size);
+/// Where node values are read: element `i` of a node is `values[i - first]`
+/// (a task's own rows of a fused reduction start at `first`).
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    values: &'a [f32],
+    first: usize,
+}
+
+impl<'a> Src<'a> {
+    fn all(values: &'a [f32]) -> Self {
+        Src { values, first: 0 }
+    }
+}
+
+/// One sweep over the elements of its passes' extent. A step of two passes
+/// runs the second task by task right after the first, on the same
+/// elements while they are in cache, reading the rows the first pass's
+/// reductions have just finished (see `fuse`).
+struct Step {
+    passes: Vec<Pass>,
+    chunk: usize,
+    /// Elements per task.
+    task: usize,
+}
+
+/// Order the passes into steps, fusing a pass into the one before it
+/// where it may read that pass's row reductions row by row.
+fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
+    let chunk = options.chunk.max(1);
+    let task = chunk * options.chunks_per_task.max(1);
+    let single = |p: Pass| Step {
+        passes: vec![p],
+        chunk,
+        task,
+    };
+    let mut out = Vec::new();
+    // The previous group's passes not fused yet: each may be fused with a
+    // pass of this group, and that step runs after all the others.
+    let mut waiting: Vec<Pass> = Vec::new();
+    for group in groups {
+        let (mut fused, mut rest) = (Vec::new(), Vec::new());
+        for b in group {
+            // One fused step per group: a second one's pass could read the
+            // first one's delayed pass.
+            let partner = waiting
+                .iter()
+                .enumerate()
+                .filter(|_| fused.is_empty())
+                .find_map(|(k, a)| fusable(a, &b, task).map(|rows| (k, rows)));
+            match partner {
+                Some((k, rows)) => fused.push(Step {
+                    passes: vec![waiting.remove(k), b],
+                    chunk,
+                    task: task.div_ceil(rows) * rows,
+                }),
+                None => rest.push(b),
+            }
+        }
+        out.extend(waiting.drain(..).map(single));
+        out.extend(fused);
+        waiting = rest;
+    }
+    out.extend(waiting.into_iter().map(single));
+    out
+}
+
+/// Whether `b` can run task by task right after `a`, and if so the length
+/// of `a`'s rows (tasks hold whole rows). `a`'s reductions must fold
+/// contiguous rows of that length, and `b` must read them only one value
+/// per row at its own elements' rows, and read nothing `a` stores.
+fn fusable(a: &Pass, b: &Pass, task: usize) -> Option<usize> {
+    if a.extent != b.extent || a.reductions.is_empty() {
+        return None;
+    }
+    let rows = a.reductions[0].to_out.out_dims.get(1).copied()?;
+    let row_wise = |r: &Reduction| r.to_out.src_strides == [1, 0] && r.to_out.out_dims[1] == rows;
+    if rows > task || !a.reductions.iter().all(row_wise) {
+        return None;
+    }
+    let reads_ok = b.tape.iter().all(|instr| match *instr {
+        Instr::Load { node, set, .. } => {
+            let reduction = a.reductions.iter().find(|r| r.node.index() == node);
+            let spec = &b.sets[set];
+            match reduction {
+                Some(r) => {
+                    set > SCALAR
+                        && spec.parent == CHUNK_SET
+                        && matches!(&spec.derive, Derive::Map(m) | Derive::Broadcast(m) if *m == r.to_out)
+                }
+                None => !a.stores.iter().any(|t| t.index() == node),
+            }
+        }
+        _ => true,
+    });
+    reads_ok.then_some(rows)
+}
+
+impl Step {
+    /// Run the step over its extent; `outs` are its passes' stores'
+    /// buffers, in order. Returns each reduction's result, in order.
+    fn run(&self, data: &[Src], outs: &mut [Vec<f32>]) -> Vec<Vec<f32>> {
+        let extent = self.passes[0].extent;
+        let size = self.task;
+        let tasks = extent.div_ceil(size);
         let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::new()).collect();
         for o in outs.iter_mut() {
             for (k, part) in o.chunks_mut(size).enumerate() {
@@ -629,17 +727,17 @@ impl Pass {
         }
         let task = |(k, mut slices): (usize, Vec<&mut [f32]>)| {
             let start = k * size;
-            self.task(data, start, size.min(self.extent - start), &mut slices)
+            self.task(data, start, size.min(extent - start), &mut slices)
         };
-        // A pass of one task runs here: no thread is worth waking for it.
+        // A step of one task runs here: no thread is worth waking for it.
         let partials: Vec<Vec<(usize, Vec<f64>)>> = if tasks > 1 {
             parts.into_par_iter().enumerate().map(task).collect()
         } else {
             parts.into_iter().enumerate().map(task).collect()
         };
         // Combine the tasks' accumulators in task order.
-        self.reductions
-            .iter()
+        let reductions = self.passes.iter().flat_map(|p| &p.reductions);
+        reductions
             .enumerate()
             .map(|(k, r)| {
                 let mut acc = vec![r.op.identity(); r.outs];
@@ -653,33 +751,71 @@ impl Pass {
             .collect()
     }
 
+    /// One task of the step: its passes one after the other on elements
+    /// `start..start + len`. Returns every reduction's accumulators over
+    /// the outputs the task touches, with the first of them.
+    fn task(
+        &self,
+        data: &[Src],
+        start: usize,
+        len: usize,
+        outs: &mut [&mut [f32]],
+    ) -> Vec<(usize, Vec<f64>)> {
+        let (a, rest) = (&self.passes[0], &self.passes[1..]);
+        let (outs_a, outs_b) = outs.split_at_mut(a.stores.len());
+        let mut accs = a.task(data, start, len, self.chunk, outs_a);
+        if let Some(b) = rest.first() {
+            // This task's rows are whole: each is final, and is what the
+            // combination of the tasks will give.
+            let rows: Vec<Vec<f32>> = a
+                .reductions
+                .iter()
+                .zip(&accs)
+                .map(|(r, (_, acc))| {
+                    let id = r.op.identity();
+                    acc.iter().map(|&x| r.op.cpu(id, x) as f32).collect()
+                })
+                .collect();
+            let mut local = data.to_vec();
+            for ((r, (lo, _)), values) in a.reductions.iter().zip(&accs).zip(&rows) {
+                local[r.node.index()] = Src { values, first: *lo };
+            }
+            accs.extend(b.task(&local, start, len, self.chunk, outs_b));
+        }
+        accs
+    }
+}
+
+impl Pass {
     /// `task_body`, compiled for the widest vectors this CPU has: the same
     /// operations in the same order, so the same bits, only sooner.
     fn task(
         &self,
-        data: &[&[f32]],
+        data: &[Src],
         start: usize,
         len: usize,
+        chunk: usize,
         outs: &mut [&mut [f32]],
     ) -> Vec<(usize, Vec<f64>)> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: this CPU has AVX2, checked just above.
-            return unsafe { self.task_avx2(data, start, len, outs) };
+            return unsafe { self.task_avx2(data, start, len, chunk, outs) };
         }
-        self.task_body(data, start, len, outs)
+        self.task_body(data, start, len, chunk, outs)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn task_avx2(
         &self,
-        data: &[&[f32]],
+        data: &[Src],
         start: usize,
         len: usize,
+        chunk: usize,
         outs: &mut [&mut [f32]],
     ) -> Vec<(usize, Vec<f64>)> {
-        self.task_body(data, start, len, outs)
+        self.task_body(data, start, len, chunk, outs)
     }
 
     /// The elements `start..start + len`, chunk by chunk; returns each
@@ -689,12 +825,13 @@ impl Pass {
     #[inline(always)]
     fn task_body(
         &self,
-        data: &[&[f32]],
+        data: &[Src],
         start: usize,
         len: usize,
+        chunk: usize,
         outs: &mut [&mut [f32]],
     ) -> Vec<(usize, Vec<f64>)> {
-        let mut regs = vec![vec![0.0f32; self.chunk]; self.regs];
+        let mut regs = vec![vec![0.0f32; chunk]; self.regs];
         // A load of consecutive elements is not copied: its register is a
         // view of the source.
         let mut views: Vec<Option<&[f32]>> = vec![None; self.regs];
@@ -717,8 +854,8 @@ impl Pass {
                 (lo, vec![r.op.identity(); hi.map_or(0, |h| h + 1 - lo)])
             })
             .collect();
-        for c in (0..len).step_by(self.chunk) {
-            let n = self.chunk.min(len - c);
+        for c in (0..len).step_by(chunk) {
+            let n = chunk.min(len - c);
             sets[CHUNK_SET].runs.clear();
             sets[CHUNK_SET].runs.push(whole(start + c, n));
             sets[CHUNK_SET].len = n;
@@ -749,7 +886,8 @@ impl Pass {
                             len,
                         }] = at[..]
                         {
-                            views[dst] = Some(&src[base..base + len]);
+                            let from = base - src.first;
+                            views[dst] = Some(&src.values[from..from + len]);
                         } else {
                             views[dst] = None;
                             load(d.as_mut().expect("a result"), src, at);
@@ -936,16 +1074,17 @@ fn derive(d: &Derive, parent: &[Run], out: &mut SetRuns) {
 
 /// Gather `src` at `runs` into the front of `dst`.
 #[inline(always)]
-fn load(dst: &mut [f32], src: &[f32], runs: &[Run]) {
+fn load(dst: &mut [f32], src: Src, runs: &[Run]) {
     let mut at = 0;
     for r in runs {
         let d = &mut dst[at..at + r.len];
+        let base = r.base - src.first;
         match r.stride {
-            1 => d.copy_from_slice(&src[r.base..r.base + r.len]),
-            0 => d.fill(src[r.base]),
+            1 => d.copy_from_slice(&src.values[base..base + r.len]),
+            0 => d.fill(src.values[base]),
             s => {
                 for (k, x) in d.iter_mut().enumerate() {
-                    *x = src[r.base + k * s];
+                    *x = src.values[base + k * s];
                 }
             }
         }
