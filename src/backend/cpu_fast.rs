@@ -6,21 +6,29 @@
 //! extent (its element-wise targets' elements, or its reductions'
 //! operands') in chunks (1024 elements by default), and each chunk runs a
 //! tape of instructions over registers of a chunk's floats that stay in
-//! cache.
+//! cache. The tape is an interpreter's, but each instruction is a loop over
+//! a whole register, specialised per op and compiled for AVX2 where the CPU
+//! has it, so dispatch costs little next to the arithmetic.
 //!
 //! Layout ops move no data. A chunk is a set of indices; a layout op derives
 //! the set its operand is needed at, as runs `base, base + stride, …` that
-//! load as copies, fills or strided gathers. A broadcast computes its
-//! operand once per repeated index and then expands it (a per-row value
-//! costs one evaluation per row, not one per element), and a pad never
-//! computes its padding. Each node is computed once per set of indices.
+//! load as copies, fills or strided gathers (a load of consecutive elements
+//! is read in place). A broadcast along the last axis computes its operand
+//! once per repeated index and then expands it (a per-row value costs one
+//! evaluation per row, not one per element), and a pad never computes its
+//! padding. A uniform value (a constant, a broadcast scalar) is computed
+//! once and read as a scalar. Each node is computed once per set of indices.
 //!
-//! Work is split into tasks of a fixed number of chunks, a partition fixed by the
-//! extent alone, run on rayon's threads. Reductions fold each task in a
-//! fixed order into f64 accumulators (a long f32 sum drifts; the GPU's tree
-//! does not, and neither should we) and combine the tasks in order: the same
-//! inputs give the same bits on any machine, whatever its cores or vector
-//! width.
+//! Passes run in steps. A pass that reads a row reduction only one value per
+//! row runs task by task right after the pass that folds it, while the
+//! task's rows are in cache (a logistic-regression step reads X once).
+//!
+//! Work is split into tasks of a fixed number of chunks, a partition fixed
+//! by the extent alone, run on rayon's threads. Reductions fold each task
+//! in a fixed order into f64 accumulators (a long f32 sum drifts; the GPU's
+//! tree does not, and neither should we) and combine the tasks in order:
+//! the same inputs give the same bits on any machine, whatever its cores or
+//! vector width.
 
 use crate::backend::cpu::live_nodes;
 use crate::graph::{Node, NodeId};
@@ -1174,57 +1182,50 @@ fn binary(op: BinaryOp, form: Form, x: &[f32], y: &[f32], out: &mut [f32]) {
 #[inline(always)]
 fn fold(op: ReduceOp, acc: &mut [f64], lo: usize, x: &[f32], runs: &[Run]) {
     use ReduceOp::*;
-    macro_rules! each {
-        ($($r:ident),*) => {
-            match op {
-                $($r => fold_runs(acc, lo, x, runs, |a, b| $r.cpu(a, b), $r.identity()),)*
-            }
-        };
+    match op {
+        Sum => fold_runs(Sum, acc, lo, x, runs),
+        Max => fold_runs(Max, acc, lo, x, runs),
+        Min => fold_runs(Min, acc, lo, x, runs),
     }
-    each!(Sum, Max, Min)
 }
 
 #[inline(always)]
-fn fold_runs(
-    acc: &mut [f64],
-    lo: usize,
-    x: &[f32],
-    runs: &[Run],
-    f: impl Fn(f64, f64) -> f64,
-    identity: f64,
-) {
-    /// Lanes of a run folded into one output: independent sums vectorise.
-    const LANES: usize = 8;
+fn fold_runs(op: ReduceOp, acc: &mut [f64], lo: usize, x: &[f32], runs: &[Run]) {
+    // A run into one output folds in independent f32 lanes (they
+    // vectorise and hide the adder's latency), a block at a time: a lane
+    // folds at most BLOCK / LANES terms before the block goes into f64.
+    const LANES: usize = 32;
+    const BLOCK: usize = 1024;
     let mut at = 0;
     for r in runs {
         let x = &x[at..at + r.len];
         at += r.len;
         match r.stride {
             0 => {
-                let mut lanes = [identity; LANES];
-                let mut blocks = x.chunks_exact(LANES);
-                for b in &mut blocks {
-                    for (l, &v) in lanes.iter_mut().zip(b) {
-                        *l = f(*l, v as f64);
-                    }
-                }
-                let tail = blocks
-                    .remainder()
-                    .iter()
-                    .fold(identity, |a, &v| f(a, v as f64));
                 let a = &mut acc[r.base - lo];
-                *a = f(*a, lanes.into_iter().fold(tail, &f));
+                for block in x.chunks(BLOCK) {
+                    let mut lanes = [op.identity() as f32; LANES];
+                    let mut groups = block.chunks_exact(LANES);
+                    for g in &mut groups {
+                        for (l, &v) in lanes.iter_mut().zip(g) {
+                            *l = op.cpu(*l, v);
+                        }
+                    }
+                    let tail = groups.remainder().iter().map(|&v| v as f64);
+                    let all = lanes.iter().map(|&l| l as f64).chain(tail);
+                    *a = all.fold(*a, |s, v| op.cpu(s, v));
+                }
             }
             1 => {
                 let a = &mut acc[r.base - lo..r.base - lo + r.len];
                 for (a, &v) in a.iter_mut().zip(x) {
-                    *a = f(*a, v as f64);
+                    *a = op.cpu(*a, v as f64);
                 }
             }
             s => {
                 for (k, &v) in x.iter().enumerate() {
                     let a = &mut acc[r.base - lo + k * s];
-                    *a = f(*a, v as f64);
+                    *a = op.cpu(*a, v as f64);
                 }
             }
         }
