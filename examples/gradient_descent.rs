@@ -87,8 +87,11 @@ fn main() -> Result<()> {
         other => bail!("unknown backend `{other}` (auto, gpu, cpu or reference)"),
     };
     let kind = match &device {
-        Device::Gpu(ctx) if ctx.is_software() => "a software GPU: no hardware GPU was found",
+        Device::Gpu(ctx) if ctx.is_software() => "a software GPU, as asked",
         Device::Gpu(_) => "GPU",
+        Device::CpuF32(_) if args.backend == "auto" => {
+            "no hardware GPU was found; the CPU fast path beats a software GPU"
+        }
         Device::CpuF32(_) => "the CPU fast path",
         Device::Cpu => "the f64 CPU reference",
     };

@@ -51,9 +51,19 @@ impl Device {
         Ok(Device::Gpu(GpuContext::open(options)?))
     }
 
-    /// A GPU if there is one, else the CPU fast path; logs why.
+    /// A hardware GPU if there is one, else the CPU fast path; logs why. A
+    /// software Vulkan (lavapipe, SwiftShader) runs the same kernels on the
+    /// same CPU about ten times slower than the fast path, so it is only
+    /// used when asked for ([`Device::gpu`]).
     pub fn auto() -> Device {
         match Device::gpu() {
+            Ok(Device::Gpu(ctx)) if ctx.is_software() => {
+                log::info!(
+                    "wgrad: only a software GPU ({}); using the CPU fast path",
+                    ctx.describe()
+                );
+                Device::cpu_f32()
+            }
             Ok(d) => d,
             Err(e) => {
                 log::warn!("wgrad: no GPU ({e}); using the CPU fast path");
