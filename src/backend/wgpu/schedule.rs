@@ -111,7 +111,10 @@ pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
     let mut extra_stored: Vec<NodeId> = Vec::new();
     loop {
         match try_plan(req, limits, &extra_stored)? {
-            Attempt::Done(plan) => return Ok(plan),
+            Attempt::Done(plan) => {
+                debug_assert_eq!(read_before_written(&plan), None, "a plan out of order");
+                return Ok(plan);
+            }
             Attempt::Store(id) => extra_stored.push(id),
         }
     }
@@ -411,6 +414,40 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         kernels,
         stored,
     }))
+}
+
+/// The first kernel that reads a buffer no earlier kernel has written
+/// (inputs and parameters are ready before the first). Riders, epilogues
+/// and row/column pairs each keep this rule where they are attached; this
+/// checks the final list, so that a new fusion breaking it fails every test
+/// that plans such a graph.
+fn read_before_written(plan: &Plan) -> Option<String> {
+    let mut ready: Vec<bool> = plan
+        .buffers
+        .iter()
+        .map(|b| {
+            matches!(
+                b.kind,
+                BufKind::Input(_) | BufKind::Param { next: false, .. }
+            )
+        })
+        .collect();
+    for k in &plan.kernels {
+        let early = k
+            .bindings
+            .iter()
+            .find(|&&(b, _, writes)| !writes && !ready[b]);
+        if let Some((b, ..)) = early {
+            return Some(format!(
+                "`{}` reads buffer {b} before it is written",
+                k.label
+            ));
+        }
+        for &(b, _, writes) in &k.bindings {
+            ready[b] |= writes;
+        }
+    }
+    None
 }
 
 fn is_leaf(op: &Op) -> bool {
