@@ -726,8 +726,8 @@ impl Step {
     fn run(&self, data: &[Src], outs: &mut [Vec<f32>]) -> Vec<Vec<f32>> {
         let extent = self.passes[0].extent;
         let size = self.task;
-        let tasks = extent.div_ceil(size);
-        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::new()).collect();
+        let mut parts: Vec<Vec<&mut [f32]>> =
+            (0..extent.div_ceil(size)).map(|_| Vec::new()).collect();
         for o in outs.iter_mut() {
             for (k, part) in o.chunks_mut(size).enumerate() {
                 parts[k].push(part);
@@ -737,25 +737,35 @@ impl Step {
             let start = k * size;
             self.task(data, start, size.min(extent - start), &mut slices)
         };
-        // A step of one task runs here: no thread is worth waking for it.
-        let partials: Vec<Vec<(usize, Vec<f64>)>> = if tasks > 1 {
-            parts.into_par_iter().enumerate().map(task).collect()
-        } else {
-            parts.into_iter().enumerate().map(task).collect()
-        };
-        // Combine the tasks' accumulators in task order.
-        let reductions = self.passes.iter().flat_map(|p| &p.reductions);
-        reductions
-            .enumerate()
-            .map(|(k, r)| {
-                let mut acc = vec![r.op.identity(); r.outs];
-                for (lo, part) in partials.iter().map(|p| &p[k]) {
-                    for (a, &x) in acc[*lo..].iter_mut().zip(part) {
+        let reductions: Vec<&Reduction> = self.passes.iter().flat_map(|p| &p.reductions).collect();
+        let mut accs: Vec<Vec<f64>> = reductions
+            .iter()
+            .map(|r| vec![r.op.identity(); r.outs])
+            .collect();
+        // Tasks run in batches whose accumulators are combined, in task
+        // order, before the next batch starts: a column reduction's tasks
+        // each hold up to a task's worth of outputs, and all of them at
+        // once could outgrow the input.
+        const BATCH: usize = 64;
+        let mut pending = parts.into_iter().enumerate();
+        loop {
+            let batch: Vec<_> = pending.by_ref().take(BATCH).collect();
+            // A batch of one task runs here: no thread is worth waking for it.
+            let partials: Vec<Vec<(usize, Vec<f64>)>> = match batch.len() {
+                0 => break,
+                1 => batch.into_iter().map(task).collect(),
+                _ => batch.into_par_iter().map(task).collect(),
+            };
+            for p in partials {
+                for ((acc, r), (lo, part)) in accs.iter_mut().zip(&reductions).zip(p) {
+                    for (a, x) in acc[lo..].iter_mut().zip(part) {
                         *a = r.op.cpu(*a, x);
                     }
                 }
-                acc.into_iter().map(|x| x as f32).collect()
-            })
+            }
+        }
+        accs.into_iter()
+            .map(|acc| acc.into_iter().map(|x| x as f32).collect())
             .collect()
     }
 
