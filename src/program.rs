@@ -584,12 +584,12 @@ impl CpuRun<'_> {
     ) -> Vec<Vec<f32>> {
         let leaves = self.leaves(data, params);
         plan.run(self.nodes, &leaves);
-        let mut value = |id: &NodeId| match leaves.get(id) {
+        let value = |id: &NodeId| match leaves.get(id) {
             Some(v) => v.to_vec(),
-            None => plan.value_mut(*id).clone(),
+            None => plan.value(*id).to_vec(),
         };
         let outputs = match read_back {
-            true => self.outputs.iter().map(&mut value).collect(),
+            true => self.outputs.iter().map(value).collect(),
             false => Vec::new(),
         };
         // A leaf, or a value two parameters take, is copied.

@@ -70,7 +70,7 @@ fn long_sums_keep_their_digits() {
 }
 
 #[test]
-fn logistic_regression_reads_rows_once_and_matches_the_reference() {
+fn logistic_regression_with_fused_row_and_column_passes_matches_the_reference() {
     // The gradient's column sums run task by task right after the row sums
     // they read (a fused step); tasks hold whole rows.
     let tiny = Device::cpu_f32_with(CpuOptions {

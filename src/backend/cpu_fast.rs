@@ -316,8 +316,13 @@ impl FastPlan {
         }
     }
 
-    /// The value of computed node `id` after a run (a buffer the plan
-    /// reuses: swap it out to keep it, the plan refills whatever is there).
+    /// The value of computed node `id` after a run.
+    pub(crate) fn value(&self, id: NodeId) -> &[f32] {
+        &self.values[id.index()]
+    }
+
+    /// The buffer of computed node `id`, which the plan reuses: swap it out
+    /// to keep its value, and the plan refills whatever is left there.
     pub(crate) fn value_mut(&mut self, id: NodeId) -> &mut Vec<f32> {
         &mut self.values[id.index()]
     }

@@ -1,4 +1,4 @@
 //! The two backends: the CPU reference and the GPU through wgpu.
 pub(crate) mod cpu;
-pub mod cpu_fast;
+pub(crate) mod cpu_fast;
 pub mod wgpu;
