@@ -355,6 +355,8 @@ impl Layout<'_> {
 
 /// `Σ_k ((idx / stride_k) % dim_k) * src_k + offset` with the trivial parts left out.
 pub(crate) fn strided_expr(m: &StridedMap, idx: &str) -> String {
+    // Over the fewest axes: each axis costs a division and a remainder.
+    let m = &m.simplified();
     let out_strides = Shape(m.out_dims.clone()).strides();
     let mut terms = Vec::new();
     for (k, ((&dim, &src), &stride)) in m
