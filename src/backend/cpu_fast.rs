@@ -854,7 +854,7 @@ impl Pass {
         chunk: usize,
         outs: &mut [&mut [f32]],
     ) -> Vec<(usize, Vec<f64>)> {
-        let mut regs = vec![vec![0.0f32; chunk]; self.regs];
+        let mut regs = take_registers(self.regs, chunk);
         // A load of consecutive elements is not copied: its register is a
         // view of the source.
         let mut views: Vec<Option<&[f32]>> = vec![None; self.regs];
@@ -962,8 +962,29 @@ impl Pass {
                 }
             }
         }
+        SPARE_REGISTERS.with_borrow_mut(|spare| spare.extend(regs));
         accs
     }
+}
+
+thread_local! {
+    /// Each thread's registers between tasks: a run allocates none once
+    /// every thread has run a task as large.
+    static SPARE_REGISTERS: std::cell::RefCell<Vec<Vec<f32>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `count` registers of `chunk` floats (their contents left from before).
+fn take_registers(count: usize, chunk: usize) -> Vec<Vec<f32>> {
+    SPARE_REGISTERS.with_borrow_mut(|spare| {
+        (0..count)
+            .map(|_| {
+                let mut r = spare.pop().unwrap_or_default();
+                r.resize(chunk, 0.0);
+                r
+            })
+            .collect()
+    })
 }
 
 /// The run of the `len` elements from `start`.
