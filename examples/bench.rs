@@ -4,8 +4,10 @@
 //!
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
+//!     [--chunk 1024] [--chunks-per-task 32]
 //!
-//! `cpu` is the f32 fast path; `reference` the f64 interpreter.
+//! `cpu` is the f32 fast path (`--chunk` and `--chunks-per-task` set its
+//! `CpuOptions`, for tuning); `reference` the f64 interpreter.
 //!
 //! One JSON line per result (with --json), then a table for people. Bytes
 //! moved come from the program's own accounting of what its kernels read and
@@ -14,7 +16,7 @@
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use wgrad::{Device, Graph, Program};
+use wgrad::{CpuOptions, Device, Graph, Program};
 
 const D: usize = 1024; // logreg features; B = n / D rows
 const LR: f64 = 1e-4;
@@ -25,6 +27,7 @@ struct Args {
     backend: String,
     json: bool,
     reps: usize,
+    cpu: CpuOptions,
 }
 
 fn parse() -> Result<Args> {
@@ -34,6 +37,7 @@ fn parse() -> Result<Args> {
         backend: "gpu".into(),
         json: false,
         reps: 20,
+        cpu: CpuOptions::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +52,8 @@ fn parse() -> Result<Args> {
             }
             "--backend" => a.backend = value()?,
             "--reps" => a.reps = value()?.parse()?,
+            "--chunk" => a.cpu.chunk = value()?.parse()?,
+            "--chunks-per-task" => a.cpu.chunks_per_task = value()?.parse()?,
             "--json" => a.json = true,
             "--bench" => {} // passed by `cargo bench`-style runners
             other => bail!("unknown flag `{other}`"),
@@ -120,7 +126,7 @@ fn main() -> Result<()> {
     let args = parse()?;
     let device = match args.backend.as_str() {
         "gpu" => Device::gpu()?,
-        "cpu" => Device::cpu_f32(),
+        "cpu" => Device::cpu_f32_with(args.cpu),
         "reference" => Device::cpu(),
         other => bail!("unknown backend `{other}` (gpu, cpu or reference)"),
     };

@@ -51,22 +51,29 @@ fn optimizer_steps_match_the_reference() {
 #[test]
 fn long_sums_keep_their_digits() {
     // 2^22 terms of 0.1: an f32 running sum drifts by ~1e-2 relative here.
-    let n = 1 << 22;
+    // Along rows (one output) and down columns (a run along the outputs),
+    // in tasks of the default size and in one task holding every row.
+    let (rows, cols) = (1 << 16, 64);
     let g = Graph::new();
-    let x = g.input("x", [n]);
-    let s = x.sum();
-    let data = vec![0.1f32; n];
-    let got = g
-        .compile(&Device::cpu_f32(), &[s])
-        .unwrap()
-        .run(&[("x", &data)])
-        .unwrap()[0][0];
-    let want = g
-        .compile(&Device::cpu(), &[s])
-        .unwrap()
-        .run(&[("x", &data)])
-        .unwrap()[0][0];
-    assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
+    let x = g.input("x", [rows, cols]);
+    let (all, columns) = (x.sum(), x.sum_axes(&[0], false));
+    let data = vec![0.1f32; rows * cols];
+    let run = |device: &Device, out| -> Vec<f32> {
+        let mut p = g.compile(device, &[out]).unwrap();
+        p.run(&[("x", &data)]).unwrap().remove(0)
+    };
+    let one_task = Device::cpu_f32_with(CpuOptions {
+        chunk: 1024,
+        chunks_per_task: rows * cols / 1024,
+    });
+    for device in [Device::cpu_f32(), one_task] {
+        for out in [all, columns] {
+            let (got, want) = (run(&device, out), run(&Device::cpu(), out));
+            for (g, w) in got.iter().zip(&want) {
+                assert!(((g - w) / w).abs() < 1e-6, "{g} vs {w}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -283,8 +283,25 @@ impl FastPlan {
             }
             passes.push(group);
         }
+        let steps = steps(passes, options);
+        if log::log_enabled!(log::Level::Debug) {
+            for (i, step) in steps.iter().enumerate() {
+                log::debug!("fast path step {i}: tasks of {} elements", step.task);
+                for p in &step.passes {
+                    log::debug!(
+                        "  pass over {} elements, {} registers, stores {:?}",
+                        p.extent,
+                        p.regs,
+                        p.stores
+                    );
+                    for instr in &p.tape {
+                        log::debug!("    {instr:?}");
+                    }
+                }
+            }
+        }
         FastPlan {
-            steps: steps(passes, options),
+            steps,
             values: vec![Vec::new(); nodes.len()],
         }
     }
@@ -763,9 +780,7 @@ impl Step {
             };
             for p in partials {
                 for ((acc, r), (lo, part)) in accs.iter_mut().zip(&reductions).zip(p) {
-                    for (a, x) in acc[lo..].iter_mut().zip(part) {
-                        *a = r.op.cpu(*a, x);
-                    }
+                    combine(r.op, acc, lo, &part);
                 }
             }
         }
@@ -866,7 +881,7 @@ impl Pass {
         });
         sets[SCALAR].len = 1;
         let mut runs = Vec::new();
-        let mut accs: Vec<(usize, Vec<f64>)> = self
+        let mut accs: Vec<Acc> = self
             .reductions
             .iter()
             .map(|r| {
@@ -874,7 +889,7 @@ impl Pass {
                 map_runs(&r.to_out, whole(start, len), &mut |run| runs.push(run));
                 let lo = runs.iter().map(|r| r.base).min().unwrap_or(0);
                 let hi = runs.iter().map(|r| r.base + (r.len - 1) * r.stride).max();
-                (lo, vec![r.op.identity(); hi.map_or(0, |h| h + 1 - lo)])
+                Acc::new(r.op, lo, hi.map_or(0, |h| h + 1 - lo))
             })
             .collect();
         for c in (0..len).step_by(chunk) {
@@ -898,8 +913,7 @@ impl Pass {
                         let r = &self.reductions[out];
                         runs.clear();
                         map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
-                        let (lo, acc) = &mut accs[out];
-                        fold(r.op, acc, *lo, &read(src)[..n], &runs);
+                        accs[out].fold(r.op, &read(src)[..n], &runs);
                     }
                     Load { dst, node, set } => {
                         let (src, at) = (data[node], &sets[set].runs);
@@ -963,7 +977,10 @@ impl Pass {
             }
         }
         SPARE_REGISTERS.with_borrow_mut(|spare| spare.extend(regs));
-        accs
+        accs.into_iter()
+            .zip(&self.reductions)
+            .map(|(acc, r)| acc.finish(r.op))
+            .collect()
     }
 }
 
@@ -1213,57 +1230,128 @@ fn binary(op: BinaryOp, form: Form, x: &[f32], y: &[f32], out: &mut [f32]) {
     each!(Add, Sub, Mul, Div, Max, Min, Pow, Lt, Le, Gt, Ge, Eq)
 }
 
-/// Fold `x` into the accumulators (`acc[i - lo]` for output `i`) at the
-/// outputs `runs` name; the loops specialised per op.
-#[inline(always)]
-fn fold(op: ReduceOp, acc: &mut [f64], lo: usize, x: &[f32], runs: &[Run]) {
-    use ReduceOp::*;
-    match op {
-        Sum => fold_runs(Sum, acc, lo, x, runs),
-        Max => fold_runs(Max, acc, lo, x, runs),
-        Min => fold_runs(Min, acc, lo, x, runs),
-    }
+/// A task's accumulators for one reduction: outputs `lo..lo + wide.len()`.
+///
+/// Sums are kept in f64, but f32 adds twice as many lanes at once and
+/// needs no conversion, so terms first fold in f32 in bounded numbers: a
+/// run into one output in f32 lanes a block at a time, a run along the
+/// outputs (a column sum) into `narrow`, which goes into `wide` every
+/// `DEPTH` such runs. No f32 partial has more than `DEPTH` terms.
+struct Acc {
+    lo: usize,
+    wide: Vec<f64>,
+    /// Allocated at the first run along the outputs.
+    narrow: Vec<f32>,
+    /// Runs folded into `narrow` since it last went into `wide`, and the
+    /// outputs (relative to `lo`) they touched.
+    depth: usize,
+    touched: std::ops::Range<usize>,
 }
 
-#[inline(always)]
-fn fold_runs(op: ReduceOp, acc: &mut [f64], lo: usize, x: &[f32], runs: &[Run]) {
-    // A run into one output folds in independent f32 lanes (they
-    // vectorise and hide the adder's latency), a block at a time: a lane
-    // folds at most BLOCK / LANES terms before the block goes into f64.
-    const LANES: usize = 32;
-    const BLOCK: usize = 1024;
-    let mut at = 0;
-    for r in runs {
-        let x = &x[at..at + r.len];
-        at += r.len;
-        match r.stride {
-            0 => {
-                let a = &mut acc[r.base - lo];
-                for block in x.chunks(BLOCK) {
-                    let mut lanes = [op.identity() as f32; LANES];
-                    let mut groups = block.chunks_exact(LANES);
-                    for g in &mut groups {
-                        for (l, &v) in lanes.iter_mut().zip(g) {
-                            *l = op.cpu(*l, v);
+/// Terms an f32 partial holds at most before it goes into f64.
+const DEPTH: usize = 32;
+
+impl Acc {
+    fn new(op: ReduceOp, lo: usize, len: usize) -> Acc {
+        Acc {
+            lo,
+            wide: vec![op.identity(); len],
+            narrow: Vec::new(),
+            depth: 0,
+            touched: 0..0,
+        }
+    }
+
+    /// Fold `x` into the outputs `runs` name; the loops specialised per op.
+    #[inline(always)]
+    fn fold(&mut self, op: ReduceOp, x: &[f32], runs: &[Run]) {
+        use ReduceOp::*;
+        match op {
+            Sum => self.fold_runs(Sum, x, runs),
+            Max => self.fold_runs(Max, x, runs),
+            Min => self.fold_runs(Min, x, runs),
+        }
+    }
+
+    #[inline(always)]
+    fn fold_runs(&mut self, op: ReduceOp, x: &[f32], runs: &[Run]) {
+        // A run into one output folds in independent f32 lanes (they
+        // vectorise and hide the adder's latency), a block at a time.
+        const LANES: usize = 32;
+        const BLOCK: usize = LANES * DEPTH;
+        let mut at = 0;
+        for r in runs {
+            let x = &x[at..at + r.len];
+            at += r.len;
+            let first = r.base - self.lo;
+            match r.stride {
+                0 => {
+                    let a = &mut self.wide[first];
+                    for block in x.chunks(BLOCK) {
+                        let mut lanes = [op.identity() as f32; LANES];
+                        let mut groups = block.chunks_exact(LANES);
+                        for g in &mut groups {
+                            for (l, &v) in lanes.iter_mut().zip(g) {
+                                *l = op.cpu(*l, v);
+                            }
                         }
+                        let tail = groups.remainder().iter().map(|&v| v as f64);
+                        let all = lanes.iter().map(|&l| l as f64).chain(tail);
+                        *a = all.fold(*a, |s, v| op.cpu(s, v));
                     }
-                    let tail = groups.remainder().iter().map(|&v| v as f64);
-                    let all = lanes.iter().map(|&l| l as f64).chain(tail);
-                    *a = all.fold(*a, |s, v| op.cpu(s, v));
                 }
-            }
-            1 => {
-                let a = &mut acc[r.base - lo..r.base - lo + r.len];
-                for (a, &v) in a.iter_mut().zip(x) {
-                    *a = op.cpu(*a, v as f64);
+                1 => {
+                    if self.depth == DEPTH {
+                        self.flush(op);
+                    }
+                    if self.narrow.is_empty() {
+                        self.narrow = vec![op.identity() as f32; self.wide.len()];
+                    }
+                    let span = first..first + r.len;
+                    self.touched = match self.depth {
+                        0 => span.clone(),
+                        _ => self.touched.start.min(span.start)..self.touched.end.max(span.end),
+                    };
+                    self.depth += 1;
+                    for (a, &v) in self.narrow[span].iter_mut().zip(x) {
+                        *a = op.cpu(*a, v);
+                    }
                 }
-            }
-            s => {
-                for (k, &v) in x.iter().enumerate() {
-                    let a = &mut acc[r.base - lo + k * s];
-                    *a = op.cpu(*a, v as f64);
+                s => {
+                    for (k, &v) in x.iter().enumerate() {
+                        let a = &mut self.wide[first + k * s];
+                        *a = op.cpu(*a, v as f64);
+                    }
                 }
             }
         }
+    }
+
+    /// Move the f32 partials into f64.
+    fn flush(&mut self, op: ReduceOp) {
+        let t = std::mem::replace(&mut self.touched, 0..0);
+        let id = op.identity() as f32;
+        for (w, n) in self.wide[t.clone()].iter_mut().zip(&mut self.narrow[t]) {
+            *w = op.cpu(*w, *n as f64);
+            *n = id;
+        }
+        self.depth = 0;
+    }
+
+    /// The outputs' first index and their f64 accumulators.
+    fn finish(mut self, op: ReduceOp) -> (usize, Vec<f64>) {
+        self.flush(op);
+        (self.lo, self.wide)
+    }
+}
+
+/// Fold a task's accumulators (outputs from `lo`) into the step's.
+fn combine(op: ReduceOp, acc: &mut [f64], lo: usize, part: &[f64]) {
+    use ReduceOp::*;
+    let acc = &mut acc[lo..lo + part.len()];
+    match op {
+        Sum => acc.iter_mut().zip(part).for_each(|(a, &x)| *a += x),
+        Max => acc.iter_mut().zip(part).for_each(|(a, &x)| *a = a.max(x)),
+        Min => acc.iter_mut().zip(part).for_each(|(a, &x)| *a = a.min(x)),
     }
 }
