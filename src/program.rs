@@ -93,7 +93,8 @@ impl Device {
 /// What one run of a program costs, from the program's own plan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Compute dispatches per run (0 on the CPU).
+    /// Compute dispatches per run (0 on the CPU, as are the bytes read and
+    /// written: they count kernels' bindings).
     pub dispatches: usize,
     /// Bytes the kernels read per run (each bound buffer counted once per kernel).
     pub bytes_read: u64,
@@ -207,13 +208,18 @@ impl Graph {
             }
         }
         let exec = match device {
-            Device::Cpu => Exec::Cpu(zeros(&nodes, &params)),
+            Device::Cpu => {
+                // Every value of a run, at most (each is freed after its last use).
+                let values = live.iter().map(|&i| NodeId(i as u32));
+                check_host_memory(8 * total_numel(&nodes, values))?;
+                Exec::Cpu(zeros(&nodes, &params)?)
+            }
             Device::CpuF32(options) => {
-                let mut roots = outputs.clone();
-                roots.extend(update_ids.iter().map(|u| u.1));
+                let plan = FastPlan::new(&nodes, &roots, *options);
+                check_host_memory(fast_bytes_held(&nodes, &params, &plan))?;
                 Exec::CpuF32 {
-                    params: zeros(&nodes, &params),
-                    plan: Box::new(FastPlan::new(&nodes, &roots, *options)),
+                    params: zeros(&nodes, &params)?,
+                    plan: Box::new(plan),
                 }
             }
             Device::Gpu(ctx) => {
@@ -477,8 +483,13 @@ impl Program {
 
     /// What one run costs.
     pub fn stats(&self) -> Stats {
+        let held = |bytes_held| Stats {
+            bytes_held,
+            ..Stats::default()
+        };
         match &self.exec {
-            Exec::Cpu(_) | Exec::CpuF32 { .. } => Stats::default(),
+            Exec::Cpu(_) => held(8 * total_numel(&self.nodes, self.params.iter().copied())),
+            Exec::CpuF32 { plan, .. } => held(fast_bytes_held(&self.nodes, &self.params, plan)),
             Exec::Gpu(g) => g.stats(),
         }
     }
@@ -507,12 +518,56 @@ impl Node {
     }
 }
 
-/// Zeros for every parameter.
-fn zeros<T: Real>(nodes: &[Node], params: &[NodeId]) -> Vec<Vec<T>> {
+/// Elements in the values of `ids`.
+fn total_numel(nodes: &[Node], ids: impl IntoIterator<Item = NodeId>) -> u64 {
+    ids.into_iter()
+        .map(|id| nodes[id.index()].shape.numel() as u64)
+        .sum()
+}
+
+/// Bytes the fast path keeps between runs: parameters and the plan's buffers.
+fn fast_bytes_held(nodes: &[Node], params: &[NodeId], plan: &FastPlan) -> u64 {
+    4 * total_numel(nodes, params.iter().copied().chain(plan.buffers()))
+}
+
+/// Zeros for every parameter, or an error if the memory cannot be had.
+fn zeros<T: Real>(nodes: &[Node], params: &[NodeId]) -> Result<Vec<Vec<T>>> {
     params
         .iter()
-        .map(|p| vec![T::from_f64(0.0); nodes[p.index()].shape.numel()])
+        .map(|p| {
+            let n = nodes[p.index()].shape.numel();
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).map_err(|e| Error::OutOfMemory {
+                needed: (n * std::mem::size_of::<T>()) as u64,
+                detail: e.to_string(),
+            })?;
+            v.resize(n, T::from_f64(0.0));
+            Ok(v)
+        })
         .collect()
+}
+
+/// Refuse, before anything is allocated, a program needing more memory
+/// than this machine has free: the CPU backends' buffers, and a software
+/// GPU's, are host memory, which the system promises freely and then
+/// reclaims by killing the process when the pages are first touched.
+pub(crate) fn check_host_memory(needed: u64) -> Result<()> {
+    match host_memory_available() {
+        Some(free) if needed > free => Err(Error::OutOfMemory {
+            needed,
+            detail: format!("this machine has {free} bytes available"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Memory a new allocation can have without swapping (Linux's
+/// MemAvailable); `None` where unknown.
+fn host_memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn as_f32<T: Real>(v: &[T]) -> Vec<f32> {

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use wgrad::{Device, GpuOptions, Graph};
+use wgrad::{Device, Error, GpuOptions, Graph};
 
 fn small_gpu(options: GpuOptions) -> Option<Device> {
     gpu()?; // skip (or fail under WGRAD_REQUIRE_GPU) as usual
@@ -143,4 +143,53 @@ fn a_row_and_column_reduction_too_wide_to_fuse_run_apart() {
     }
     assert_close("loss", &results[0].0, &results[1].0, 1e-4);
     assert_close("v", &[results[0].1.clone()], &[results[1].1.clone()], 1e-4);
+}
+
+#[test]
+fn a_tensor_needing_more_bindings_than_a_kernel_has_is_refused() {
+    // 64 KiB bindings (16,384 floats) and 4 buffers per kernel: a tensor
+    // of three parts is read with one binding to spare; one of four is not.
+    let Some(dev) = small_gpu(GpuOptions {
+        max_storage_binding: Some(64 << 10),
+        max_storage_buffers: Some(4),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let part = 16_384;
+    let g = Graph::new();
+    let (fits, too_big) = (g.input("x", [3 * part]), g.input("y", [3 * part + 1]));
+    let f = (fits * fits).sum();
+    let mut r = rng(17);
+    let data = [("x".into(), sample(&mut r, 3 * part, Domain::Any))];
+    check_against_reference(&dev, &g, &[f], &data, 1e-3, "three parts");
+    let err = g
+        .compile(&dev, &[(too_big * 2.0).sum()])
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    assert!(err.to_string().contains("4 storage bindings"), "{err}");
+}
+
+#[test]
+fn a_program_larger_than_memory_is_refused_before_it_allocates() {
+    // 2^40 floats (4 TiB) on the CPU backends; on a GPU, 256 tensors of 2^29
+    // floats (512 GiB), each small enough to index. More than any machine
+    // this runs on has: the error comes before any buffer is touched.
+    let g = Graph::new();
+    let w = g.param("w", [1 << 20, 1 << 20]);
+    for device in [Device::cpu(), Device::cpu_f32()] {
+        let err = g.compile(&device, &[(w * w).sum()]).err().expect("refused");
+        assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    }
+    let Some(gpu) = gpu() else {
+        return;
+    };
+    let g = Graph::new();
+    let loss = (0..256)
+        .map(|i| g.param(&format!("w{i}"), [1 << 29]).sum())
+        .reduce(|a, b| a + b)
+        .unwrap();
+    let err = g.compile(&gpu, &[loss]).err().expect("refused");
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
 }

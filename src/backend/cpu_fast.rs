@@ -333,6 +333,17 @@ impl FastPlan {
         }
     }
 
+    /// The computed nodes the plan keeps a buffer for.
+    pub(crate) fn buffers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let passes = self.steps.iter().flat_map(|s| &s.passes);
+        passes.flat_map(|p| {
+            p.stores
+                .iter()
+                .copied()
+                .chain(p.reductions.iter().map(|r| r.node))
+        })
+    }
+
     /// The value of computed node `id` after a run.
     pub(crate) fn value(&self, id: NodeId) -> &[f32] {
         &self.values[id.index()]

@@ -63,8 +63,12 @@ impl GpuContext {
     /// any case) picks an adapter by name.
     pub fn open(options: &GpuOptions) -> Result<Arc<GpuContext>> {
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+        // Where the driver reports a memory budget (DX12; Vulkan with
+        // VK_EXT_memory_budget), a buffer beyond it is an out-of-memory
+        // error at creation rather than a lost device later.
+        desc.memory_budget_thresholds.for_resource_creation = Some(95);
+        let instance = wgpu::Instance::new(desc);
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
         let wanted = std::env::var("WGPU_ADAPTER_NAME")
             .ok()

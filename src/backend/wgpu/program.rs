@@ -38,6 +38,10 @@ impl GpuProgram {
         outputs: Vec<NodeId>,
         has_updates: bool,
     ) -> Result<GpuProgram> {
+        let bytes_held: u64 = plan.buffers.iter().map(|b| b.numel.max(1) as u64 * 4).sum();
+        if ctx.is_software() {
+            crate::program::check_host_memory(bytes_held)?;
+        }
         let device = &ctx.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -60,12 +64,10 @@ impl GpuProgram {
                 })
                 .collect()
         };
-        let mut bytes_held = 0u64;
         let mut buffers: Vec<Vec<[Arc<wgpu::Buffer>; 2]>> = Vec::new();
         // A parameter's current and next buffers are made together.
         let mut param_pairs: Vec<Option<[Vec<Arc<wgpu::Buffer>>; 2]>> = Vec::new();
         for (k, b) in plan.buffers.iter().enumerate() {
-            bytes_held += (b.numel.max(1) * 4) as u64;
             let [now, then] = match b.kind {
                 BufKind::Param { index, next } => {
                     if param_pairs.len() <= index {

@@ -113,6 +113,11 @@ pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
         match try_plan(req, limits, &extra_stored)? {
             Attempt::Done(plan) => {
                 debug_assert_eq!(read_before_written(&plan), None, "a plan out of order");
+                // Only the kernels of the final attempt: a graph that needs
+                // many values stored plans many times.
+                for k in &plan.kernels {
+                    validate(&k.wgsl)?;
+                }
                 return Ok(plan);
             }
             Attempt::Store(id) => extra_stored.push(id),
@@ -229,6 +234,21 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     // elements, a power of two so that finding the part is a shift.
     let most = (limits.max_storage_binding.min(limits.max_buffer) / 4).max(64);
     let chunk = 1usize << (63 - most.leading_zeros());
+    // A kernel binds every part of a buffer it reads, and at least one
+    // buffer more that it writes.
+    if let Some(b) = buffers
+        .iter()
+        .find(|b| b.parts(chunk) >= limits.max_storage_buffers as usize)
+    {
+        return Err(Error::TooLarge(format!(
+            "a tensor of {} elements needs {} storage bindings of {} elements, \
+             and a kernel on this device binds at most {} buffers",
+            b.numel,
+            b.parts(chunk),
+            chunk,
+            limits.max_storage_buffers
+        )));
+    }
 
     // Kernels load only what cannot be recomputed: leaves, reductions, and
     // nodes stored on purpose. A requested output or update value is written
@@ -547,15 +567,30 @@ fn fits(
     if targets.len() > 1 {
         return Some(Fit::Split);
     }
-    // One value reads too many buffers: store its operand that reads the
-    // most (planning again splits that operand further if need be).
+    // One value reads too many buffers: store a value below it, following
+    // the operands that read the most down to the first whose reads fit a
+    // kernel of its own (a long chain of sums is cut into pieces that fit,
+    // not one buffer at a time, which would plan once per buffer).
     let mut memo = HashMap::new();
-    nodes[targets[0].index()]
-        .inputs
-        .iter()
-        .filter(|j| !stored.contains_key(j))
-        .max_by_key(|&&j| reads(j, nodes, stored, &mut memo).len())
-        .map(|&j| Fit::Store(j))
+    let mut id = targets[0];
+    loop {
+        let widest = nodes[id.index()]
+            .inputs
+            .iter()
+            .filter(|j| !stored.contains_key(j))
+            .max_by_key(|&&j| reads(j, nodes, stored, &mut memo).len());
+        match widest {
+            None if id == targets[0] => return None,
+            None => return Some(Fit::Store(id)),
+            Some(&j)
+                if reads(j, nodes, stored, &mut memo).len()
+                    < limits.max_storage_buffers as usize =>
+            {
+                return Some(Fit::Store(j))
+            }
+            Some(&j) => id = j,
+        }
+    }
 }
 
 fn elementwise_kernels(
@@ -597,7 +632,6 @@ fn elementwise_kernels(
             ("BODY", &e.body),
         ],
     );
-    validate(&wgsl)?;
     Ok(Fit::Kernels(vec![KernelSpec {
         label,
         wgsl,
@@ -796,7 +830,6 @@ fn reduce_kernel(
             ("COMBINE", &op.wgsl("acc", "x")),
         ],
     );
-    validate(&wgsl)?;
     Ok(KernelSpec {
         label: label.to_string(),
         wgsl,
@@ -944,7 +977,6 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
             ("STORE", &store),
         ],
     );
-    validate(&wgsl)?;
     let tiles = batch * m.div_ceil(16) * n.div_ceil(16);
     Ok(Fit::Kernels(vec![KernelSpec {
         label,
@@ -1139,7 +1171,6 @@ fn rowcol(
             ("STORE_PARTIAL", &store_partial),
         ],
     );
-    validate(&wgsl)?;
     let first = KernelSpec {
         label: label.clone(),
         wgsl,
