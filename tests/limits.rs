@@ -19,6 +19,21 @@ fn few_storage_bindings_per_kernel() {
         return;
     };
     every_case_matches_reference(&dev);
+    // A sum of twelve sums reads twelve buffers: it is cut into pieces that fit.
+    let g = Graph::new();
+    let xs: Vec<_> = (0..12).map(|i| g.input(&format!("x{i}"), [50])).collect();
+    let total = xs
+        .iter()
+        .map(|x| (*x * *x).sum())
+        .reduce(|a, b| a + b)
+        .unwrap();
+    let mut outputs = vec![total];
+    outputs.extend(g.grad(total, &xs));
+    let mut r = rng(18);
+    let data: Vec<(String, Vec<f64>)> = (0..12)
+        .map(|i| (format!("x{i}"), sample(&mut r, 50, Domain::Any)))
+        .collect();
+    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "chain of sums");
 }
 
 #[test]
