@@ -126,10 +126,10 @@ enum Instr {
         node: usize,
         set: usize,
     },
+    /// A constant (uniform: computed at `SCALAR`).
     Const {
         dst: Reg,
         value: f32,
-        set: usize,
     },
     Unary {
         dst: Reg,
@@ -152,11 +152,11 @@ enum Instr {
         b: Reg,
         set: usize,
     },
-    /// The uniform value in `src` at every index of `set`.
+    /// The uniform value in `src` (at `SCALAR`) as a flat register, for
+    /// a set of more indices.
     Splat {
         dst: Reg,
         src: Reg,
-        set: usize,
     },
     /// `src` holds an operand at expanding set `set`; `dst` gets the
     /// values at `set`'s parent.
@@ -498,11 +498,7 @@ impl<'a> Builder<'a> {
         if let Some(&r) = self.splats.get(&(id, set)) {
             return r;
         }
-        let r = self.emit(|dst| Instr::Splat {
-            dst,
-            src: v.reg,
-            set,
-        });
+        let r = self.emit(|dst| Instr::Splat { dst, src: v.reg });
         self.splats.insert((id, set), r);
         r
     }
@@ -574,7 +570,7 @@ impl<'a> Builder<'a> {
                 }
                 (Op::Const(c), None) => {
                     let value = *c as f32;
-                    vector(self.emit(|dst| Instr::Const { dst, value, set }))
+                    vector(self.emit(|dst| Instr::Const { dst, value }))
                 }
                 (Op::Unary(op), None) => {
                     let (op, a) = (*op, self.value(input(0), set).reg);
@@ -884,6 +880,10 @@ impl Pass {
         // A load of consecutive elements is not copied: its register is a
         // view of the source.
         let mut views: Vec<Option<&[f32]>> = vec![None; self.regs];
+        // A flat register holds one value for every index of its set, in
+        // element 0 alone: a per-row value over a chunk within one row, or
+        // a uniform one, costs one element until a loop needs it spread.
+        let mut flat = vec![false; self.regs];
         let mut sets: Vec<SetRuns> = (0..self.sets.len()).map(|_| SetRuns::default()).collect();
         sets[SCALAR].runs.push(Run {
             base: 0,
@@ -915,9 +915,25 @@ impl Pass {
             }
             for instr in &self.tape {
                 use Instr::*;
+                // Operands read element by element are spread out first.
+                match *instr {
+                    Store { src, .. } | Fold { src, .. } => spread(&mut regs, &mut flat, src, n),
+                    Select {
+                        mask, a, b, set, ..
+                    } if !(flat[mask] && flat[a] && flat[b]) => {
+                        for r in [mask, a, b] {
+                            spread(&mut regs, &mut flat, r, sets[set].len);
+                        }
+                    }
+                    Expand { src, set, .. } if !repeats_one(&sets[set].pieces) => {
+                        spread(&mut regs, &mut flat, src, sets[set].len)
+                    }
+                    _ => {}
+                }
                 // Compute into a register (taken out while its operands are read).
                 let mut d = instr.dst().map(|r| std::mem::take(&mut regs[r]));
                 let read = |r: Reg| views[r].unwrap_or(&regs[r]);
+                let mut result_flat = false;
                 match *instr {
                     Store { src, out } => outs[out][c..c + n].copy_from_slice(&read(src)[..n]),
                     Fold { src, out } => {
@@ -941,12 +957,19 @@ impl Pass {
                             load(d.as_mut().expect("a result"), src, at);
                         }
                     }
-                    Const { value, set, .. } => {
-                        d.as_mut().expect("a result")[..sets[set].len].fill(value)
+                    Const { value, .. } => {
+                        d.as_mut().expect("a result")[0] = value;
+                        result_flat = true;
+                    }
+                    Splat { src, .. } => {
+                        d.as_mut().expect("a result")[0] = read(src)[0];
+                        result_flat = true;
                     }
                     Unary { op, a, set, .. } => {
-                        let out = &mut d.as_mut().expect("a result")[..sets[set].len];
-                        unary(op, &read(a)[..out.len()], out)
+                        result_flat = flat[a];
+                        let len = if result_flat { 1 } else { sets[set].len };
+                        let out = &mut d.as_mut().expect("a result")[..len];
+                        unary(op, &read(a)[..len], out)
                     }
                     Binary {
                         op,
@@ -955,32 +978,43 @@ impl Pass {
                         b,
                         set,
                         ..
-                    } => binary(
-                        op,
-                        form,
-                        read(a),
-                        read(b),
-                        &mut d.as_mut().expect("a result")[..sets[set].len],
-                    ),
-                    Splat { src, set, .. } => {
-                        let x = read(src)[0];
-                        d.as_mut().expect("a result")[..sets[set].len].fill(x)
+                    } => {
+                        let a_one = flat[a] || matches!(form, Form::LeftOne);
+                        let b_one = flat[b] || matches!(form, Form::RightOne);
+                        result_flat = a_one && b_one;
+                        let (form, len) = match (a_one, b_one) {
+                            (true, true) => (Form::Each, 1),
+                            (true, false) => (Form::LeftOne, sets[set].len),
+                            (false, true) => (Form::RightOne, sets[set].len),
+                            (false, false) => (Form::Each, sets[set].len),
+                        };
+                        let out = &mut d.as_mut().expect("a result")[..len];
+                        binary(op, form, read(a), read(b), out)
                     }
                     Select {
                         mask, a, b, set, ..
                     } => {
-                        let out = &mut d.as_mut().expect("a result")[..sets[set].len];
+                        result_flat = flat[mask];
+                        let len = if result_flat { 1 } else { sets[set].len };
+                        let out = &mut d.as_mut().expect("a result")[..len];
                         let (m, a, b) = (read(mask), read(a), read(b));
                         for (k, o) in out.iter_mut().enumerate() {
                             *o = if m[k] != 0.0 { a[k] } else { b[k] };
                         }
                     }
                     Expand { src, set, .. } => {
-                        expand(d.as_mut().expect("a result"), read(src), &sets[set].pieces)
+                        let pieces = &sets[set].pieces;
+                        result_flat = repeats_one(pieces);
+                        let out = d.as_mut().expect("a result");
+                        match result_flat {
+                            true => out[0] = read(src)[0],
+                            false => expand(out, read(src), pieces),
+                        }
                     }
                 }
                 if let (Some(r), Some(d)) = (instr.dst(), d) {
                     regs[r] = d;
+                    flat[r] = result_flat;
                     if !matches!(instr, Load { .. }) {
                         views[r] = None;
                     }
@@ -1166,6 +1200,20 @@ fn load(dst: &mut [f32], src: Src, runs: &[Run]) {
 
 /// Expand `src` (values at a compressed set) into `dst` by `pieces`.
 #[inline(always)]
+/// Whether an expansion repeats one value over its whole set.
+fn repeats_one(pieces: &[Piece]) -> bool {
+    matches!(pieces, [Piece::Repeat(_)])
+}
+
+/// Write a flat register's value at each of its set's `len` indices.
+fn spread(regs: &mut [Vec<f32>], flat: &mut [bool], r: Reg, len: usize) {
+    if flat[r] {
+        let v = regs[r][0];
+        regs[r][..len].fill(v);
+        flat[r] = false;
+    }
+}
+
 fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
     let (mut from, mut at) = (0, 0);
     for p in pieces {
