@@ -4,8 +4,9 @@
 // cut into GROUPS chunks of CHUNK elements; slot = output * GROUPS + chunk,
 // and each workgroup folds the slots wid.x, wid.x + nwg.x, … into dst[slot].
 // With GROUPS > 1 a second pass of this same template folds the chunks.
-// Every thread folds a fixed, strided set of elements and the tree has a
-// fixed shape, so the same inputs give the same bits on every run.
+// Every thread folds a fixed, strided set of elements and the tree
+// (tree.wgsl) has a fixed shape, so the same inputs give the same bits on
+// every run; STORE writes the fold, `total`.
 //
 // The code generator fills in the holes in double braces: BASE is the first source
 // index of output `o`, OFFSET the source offset of element `r`,
@@ -21,7 +22,7 @@ const GROUPS: u32 = {{GROUPS}}u;
 const REDUCE_LEN: u32 = {{REDUCE_LEN}}u;
 const CHUNK: u32 = {{CHUNK}}u;
 
-var<workgroup> scratch: array<f32, WG>;
+{{TREE}}
 
 fn combine(acc: f32, x: f32) -> f32 {
     return {{COMBINE}};
@@ -44,17 +45,9 @@ fn main(
 {{BODY}}
             acc = combine(acc, {{VALUE}});
         }
-        scratch[lid] = acc;
-        workgroupBarrier();
-        for (var s: u32 = WG / 2u; s > 0u; s = s / 2u) {
-            if (lid < s) {
-                scratch[lid] = combine(scratch[lid], scratch[lid + s]);
-            }
-            workgroupBarrier();
-        }
+        let total = tree(lid, acc);
         if (lid == 0u) {
             {{STORE}}
         }
-        workgroupBarrier();
     }
 }

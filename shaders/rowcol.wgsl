@@ -6,7 +6,7 @@
 // The tensor is viewed as ROWS rows of ROW_LEN elements. Each workgroup
 // takes ROWS_PER_GROUP consecutive rows; for each row it folds the first
 // operand (BODY1/VALUE1, at source index `idx`) into the row's result,
-// stores it (STORE1, then any epilogue), and with the row's result in `row`
+// stores it (STORE1, then any epilogue), and with the row's result in `total`
 // folds the second operand (BODY2/VALUE2, recomputed at the same indices,
 // which the caches still hold) into per-thread column accumulators. Each
 // workgroup then writes its column partials (STORE_PARTIAL); a second pass
@@ -22,7 +22,7 @@ const ROWS_PER_GROUP: u32 = {{ROWS_PER_GROUP}}u;
 const GROUPS: u32 = (ROWS + ROWS_PER_GROUP - 1u) / ROWS_PER_GROUP;
 const COLS_PER_THREAD: u32 = {{COLS_PER_THREAD}}u;
 
-var<workgroup> scratch: array<f32, WG>;
+{{TREE}}
 
 fn combine1(acc: f32, x: f32) -> f32 {
     return {{COMBINE1}};
@@ -53,20 +53,10 @@ fn main(
 {{BODY1}}
                 acc = combine1(acc, {{VALUE1}});
             }
-            scratch[lid] = acc;
-            workgroupBarrier();
-            for (var s: u32 = WG / 2u; s > 0u; s = s / 2u) {
-                if (lid < s) {
-                    scratch[lid] = combine1(scratch[lid], scratch[lid + s]);
-                }
-                workgroupBarrier();
-            }
-            let row = scratch[0];
+            let total = tree(lid, acc);
             if (lid == 0u) {
                 {{STORE1}}
             }
-            // Every thread has read `row` before the next row reuses scratch.
-            workgroupBarrier();
             for (var r: u32 = lid; r < ROW_LEN; r += WG) {
                 let idx: u32 = base + {{OFFSET}};
 {{BODY2}}

@@ -37,6 +37,8 @@ const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
+/// The workgroup tree fold both reduction templates end in.
+const TREE: &str = include_str!("../../../shaders/tree.wgsl");
 /// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
 const MAX_COLS_PER_THREAD: usize = 16;
 const WORKGROUP: usize = 256;
@@ -693,7 +695,7 @@ fn reduction(
     let value = e.value(operand, "idx");
     emit_targets(&mut e, stored, riders, "idx");
     let body = e.take_body();
-    let store = e.store_statement(dst, "slot", "scratch[0]");
+    let store = e.store_statement(dst, "slot", "total");
     let tail = if groups == 1 { epilogue } else { &[] };
     let epilogue_body = emit_epilogue(&mut e, stored, target.node, tail);
     let mut all = vec![target.node];
@@ -771,7 +773,7 @@ fn fold_partials(
     };
     let mut e = Emitter::new(ctx.nodes, ctx.loads, layout, 3);
     let value = e.load(partials.buf, "idx");
-    let store = e.store_statement(target.buf, "slot", "scratch[0]");
+    let store = e.store_statement(target.buf, "slot", "total");
     let tail = emit_epilogue(&mut e, ctx.loads, target.node, epilogue);
     let mut all = vec![target.node];
     all.extend(ids(epilogue));
@@ -827,6 +829,8 @@ fn reduce_kernel(
             ("VALUE", value),
             ("STORE", store),
             ("IDENTITY", &f32_literal(op.identity())),
+            ("TREE", TREE),
+            ("TREE_COMBINE", &op.wgsl("scratch[lid]", "scratch[lid + s]")),
             ("COMBINE", &op.wgsl("acc", "x")),
         ],
     );
@@ -987,14 +991,14 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
 }
 
 /// The epilogue of a reduction's last pass: `targets` at index `slot`, where
-/// the reduction's own value is the folded `scratch[0]`.
+/// the reduction's own value is the tree's `total`.
 fn emit_epilogue(
     e: &mut Emitter,
     stored: &HashMap<NodeId, BufId>,
     reduction: NodeId,
     targets: &[Target],
 ) -> String {
-    e.preset(reduction, "slot", "scratch[0]");
+    e.preset(reduction, "slot", "total");
     emit_targets(e, stored, targets, "slot");
     e.take_body()
 }
@@ -1133,9 +1137,9 @@ fn rowcol(
     let mut e = Emitter::new(nodes, loads, layout, 4);
     let value1 = e.value(o1, "idx");
     let body1 = e.take_body();
-    let store1 = e.store_statement(r1.buf, "slot", "row");
+    let store1 = e.store_statement(r1.buf, "slot", "total");
     let tail1 = emit_epilogue(&mut e, loads, r1.node, epilogue1);
-    e.substitute(r1.node, "row");
+    e.substitute(r1.node, "total");
     let value2 = e.value(o2, "idx");
     let body2 = e.take_body();
     let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "cols[k]");
@@ -1157,6 +1161,11 @@ fn rowcol(
             ("ROW_LEN", &row_len.to_string()),
             ("ROWS_PER_GROUP", &rows_per_group.to_string()),
             ("COLS_PER_THREAD", &row_len.div_ceil(WORKGROUP).to_string()),
+            ("TREE", TREE),
+            (
+                "TREE_COMBINE",
+                &op1.wgsl("scratch[lid]", "scratch[lid + s]"),
+            ),
             ("COMBINE1", &op1.wgsl("acc", "x")),
             ("COMBINE2", &op2.wgsl("acc", "x")),
             ("IDENTITY1", &f32_literal(op1.identity())),
