@@ -156,22 +156,30 @@ fn main() -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let ms = median(times);
             let s = prog.stats();
+            // Dispatches and bytes moved count GPU kernels' bindings; the
+            // CPU backends have neither.
+            let counted = device.is_gpu();
             let bytes = s.bytes_read + s.bytes_written;
             let per_elem = bytes as f64 / n as f64;
+            let or_null = |v: String| if counted { v } else { "null".into() };
             if args.json {
                 println!(
-                    "{{\"workload\": \"{w}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_n\": {logn}, \"ms_median\": {ms:.4}, \"dispatches\": {}, \"bytes_moved\": {bytes}, \"bytes_per_element\": {per_elem:.3}, \"floor_bytes_per_element\": {}, \"device_bytes_held\": {}}}",
+                    "{{\"workload\": \"{w}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_n\": {logn}, \"ms_median\": {ms:.4}, \"dispatches\": {}, \"bytes_moved\": {}, \"bytes_per_element\": {}, \"floor_bytes_per_element\": {}, \"device_bytes_held\": {}}}",
                     args.backend,
-                    s.dispatches,
+                    or_null(s.dispatches.to_string()),
+                    or_null(bytes.to_string()),
+                    or_null(format!("{per_elem:.3}")),
                     floor_bytes_per_element(w),
                     s.bytes_held
                 );
             }
+            let or_dash = |v: String| if counted { v } else { "-".into() };
             table.push(format!(
-                "| {w} | 2^{logn} | {ms:.3} | {} | {per_elem:.2} | {:.0} | {:.1} |",
-                s.dispatches,
+                "| {w} | 2^{logn} | {ms:.3} | {} | {} | {:.0} | {} |",
+                or_dash(s.dispatches.to_string()),
+                or_dash(format!("{per_elem:.2}")),
                 floor_bytes_per_element(w),
-                bytes as f64 / ms / 1e6
+                or_dash(format!("{:.1}", bytes as f64 / ms / 1e6))
             ));
         }
     }
