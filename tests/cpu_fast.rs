@@ -104,3 +104,34 @@ fn logistic_regression_with_fused_row_and_column_passes_matches_the_reference() 
         check_against_reference(&device, &g, &[loss, dw], &data, 1e-4, "logreg");
     }
 }
+
+#[test]
+fn row_then_column_steps_reading_each_others_rows_match_the_reference() {
+    // Two tensors over the same rows, of different widths (so two passes):
+    // each column sum weighs its rows by row sums. Where one column pass
+    // reads the other tensor's row sums, its step must run second; where
+    // both do, one step runs as two passes.
+    let tiny = Device::cpu_f32_with(CpuOptions {
+        chunk: 5,
+        chunks_per_task: 3,
+    });
+    for (device, rows, d1, d2) in [(Device::cpu_f32(), 300, 257, 130), (tiny, 40, 7, 5)] {
+        for both in [false, true] {
+            let g = Graph::new();
+            let (x1, x2) = (g.input("x1", [rows, d1]), g.input("x2", [rows, d2]));
+            let (v1, v2) = (g.input("v1", [1, d1]), g.input("v2", [1, d2]));
+            let z1 = (x1 * v1).sum_axes(&[1], true);
+            let z2 = (x2 * v2).sum_axes(&[1], true);
+            let w1 = if both { z1 * z2 } else { z1.tanh() };
+            let c1 = (x1 * w1).sum_axes(&[0], false);
+            let c2 = (x2 * (z1 + z2)).sum_axes(&[0], false);
+            let mut r = rng(19);
+            let data: Vec<(String, Vec<f64>)> =
+                [("x1", rows * d1), ("x2", rows * d2), ("v1", d1), ("v2", d2)]
+                    .iter()
+                    .map(|&(name, n)| (name.to_string(), sample(&mut r, n, Domain::Any)))
+                    .collect();
+            check_against_reference(&device, &g, &[c1, c2], &data, 1e-4, "two row+column steps");
+        }
+    }
+}

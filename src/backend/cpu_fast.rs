@@ -694,12 +694,9 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
     for group in groups {
         let (mut fused, mut rest) = (Vec::new(), Vec::new());
         for b in group {
-            // One fused step per group: a second one's pass could read the
-            // first one's delayed pass.
             let partner = waiting
                 .iter()
                 .enumerate()
-                .filter(|_| fused.is_empty())
                 .find_map(|(k, a)| fusable(a, &b, task).map(|rows| (k, rows)));
             match partner {
                 Some((k, rows)) => fused.push(Step {
@@ -710,12 +707,39 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
                 None => rest.push(b),
             }
         }
+        // A fused step's second pass may read the reductions of another
+        // fused step's first pass: that step goes first. Where two read
+        // each other's, one step runs as its two passes apart.
+        let mut ordered = Vec::new();
+        while !fused.is_empty() {
+            let first = (0..fused.len()).find(|&k| {
+                let later = fused.iter().enumerate().filter(|&(j, _)| j != k);
+                !later
+                    .map(|(_, o)| &o.passes[0])
+                    .any(|a| reads_from(&fused[k].passes[1], a))
+            });
+            match first {
+                Some(k) => ordered.push(fused.remove(k)),
+                None => {
+                    let mut apart = fused.remove(0).passes.into_iter();
+                    waiting.extend(apart.next());
+                    rest.extend(apart);
+                }
+            }
+        }
         out.extend(waiting.drain(..).map(single));
-        out.extend(fused);
+        out.extend(ordered);
         waiting = rest;
     }
     out.extend(waiting.into_iter().map(single));
     out
+}
+
+/// Whether pass `b` reads any of pass `a`'s reductions.
+fn reads_from(b: &Pass, a: &Pass) -> bool {
+    b.tape.iter().any(|instr| {
+        matches!(*instr, Instr::Load { node, .. } if a.reductions.iter().any(|r| r.node.index() == node))
+    })
 }
 
 /// Whether `b` can run task by task right after `a`, and if so the length
