@@ -159,11 +159,13 @@ enum Instr {
         src: Reg,
     },
     /// `src` holds an operand at expanding set `set`; `dst` gets the
-    /// values at `set`'s parent.
+    /// values at `set`'s parent. `last`: this is `src`'s last read, so a
+    /// plain copy can take its register instead.
     Expand {
         dst: Reg,
         src: Reg,
         set: usize,
+        last: bool,
     },
     /// The chunk's values of the pass's `out`-th element-wise target.
     Store {
@@ -435,6 +437,7 @@ impl<'a> Builder<'a> {
                 stores.push(t);
             }
         }
+        fold_negations(&mut self.tape, &mut self.next);
         let regs = allocate_registers(&mut self.tape);
         Pass {
             extent,
@@ -557,7 +560,12 @@ impl<'a> Builder<'a> {
                 (_, Some(d)) if d.expands() => {
                     let s = self.set(set, d);
                     let src = self.vector(input(0), s);
-                    vector(self.emit(|dst| Instr::Expand { dst, src, set: s }))
+                    vector(self.emit(|dst| Instr::Expand {
+                        dst,
+                        src,
+                        set: s,
+                        last: false,
+                    }))
                 }
                 (_, Some(d)) => {
                     // At SCALAR, the one source index is a scalar too.
@@ -618,6 +626,134 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Remove negations the ops around them can absorb, exactly (IEEE
+/// negation only flips the sign): `x + (-y)` is `x - y`, `x - (-y)` is
+/// `x + y`, and `-(s · y)` for a uniform `s` is `(-s) · y`, the scalar
+/// negated once per chunk rather than every element. The tape is still
+/// in SSA form; `next` is its next free register.
+fn fold_negations(tape: &mut Vec<Instr>, next: &mut Reg) {
+    let mut uses: HashMap<Reg, usize> = HashMap::new();
+    for instr in tape.iter_mut() {
+        let dst = instr.dst();
+        for r in instr.regs_mut() {
+            if Some(*r) != dst {
+                *uses.entry(*r).or_default() += 1;
+            }
+        }
+    }
+    let def = |tape: &[Instr], r: Reg| tape.iter().position(|i| i.dst() == Some(r));
+    // The operand of a negation read only by the instruction at hand.
+    let negated = |tape: &[Instr], r: Reg| match def(tape, r).map(|d| &tape[d]) {
+        Some(&Instr::Unary {
+            op: UnaryOp::Neg,
+            a,
+            ..
+        }) if uses.get(&r) == Some(&1) => Some(a),
+        _ => None,
+    };
+    let mut k = 0;
+    while k < tape.len() {
+        match tape[k] {
+            Instr::Binary {
+                dst,
+                op: op @ (BinaryOp::Add | BinaryOp::Sub),
+                form,
+                a,
+                b,
+                set,
+            } => {
+                let flip = |op| match op {
+                    BinaryOp::Add => BinaryOp::Sub,
+                    _ => BinaryOp::Add,
+                };
+                let rewrite = match (negated(tape, a), negated(tape, b)) {
+                    (_, Some(z)) => Some((flip(op), form, a, z)),
+                    (Some(z), None) if op == BinaryOp::Add => {
+                        let form = match form {
+                            Form::LeftOne => Form::RightOne,
+                            Form::RightOne => Form::LeftOne,
+                            Form::Each => Form::Each,
+                        };
+                        Some((BinaryOp::Sub, form, b, z))
+                    }
+                    _ => None,
+                };
+                if let Some((op, form, a, b)) = rewrite {
+                    tape[k] = Instr::Binary {
+                        dst,
+                        op,
+                        form,
+                        a,
+                        b,
+                        set,
+                    };
+                }
+            }
+            Instr::Unary {
+                dst,
+                op: UnaryOp::Neg,
+                a: t,
+                set,
+            } if uses.get(&t) == Some(&1) => {
+                let d = def(tape, t).expect("operands are defined first");
+                if let Instr::Binary {
+                    op: BinaryOp::Mul,
+                    form: form @ (Form::LeftOne | Form::RightOne),
+                    a,
+                    b,
+                    set: s,
+                    ..
+                } = tape[d]
+                {
+                    if s == set {
+                        let scalar = *next;
+                        *next += 1;
+                        let (one, a, b) = match form {
+                            Form::LeftOne => (a, scalar, b),
+                            _ => (b, a, scalar),
+                        };
+                        // The product takes the negation's place (and result).
+                        tape[k] = Instr::Binary {
+                            dst,
+                            op: BinaryOp::Mul,
+                            form,
+                            a,
+                            b,
+                            set,
+                        };
+                        tape[d] = Instr::Unary {
+                            dst: scalar,
+                            op: UnaryOp::Neg,
+                            a: one,
+                            set: SCALAR,
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+        k += 1;
+    }
+    // Negations no longer read.
+    let mut read: HashMap<Reg, bool> = HashMap::new();
+    for instr in tape.iter_mut() {
+        let dst = instr.dst();
+        for r in instr.regs_mut() {
+            if Some(*r) != dst {
+                read.insert(*r, true);
+            }
+        }
+    }
+    tape.retain(|i| match *i {
+        Instr::Unary {
+            dst,
+            op: UnaryOp::Neg,
+            ..
+        } => read.contains_key(&dst),
+        _ => true,
+    });
+}
+
 /// Give the tape's values physical registers, reusing a register once its
 /// value is read for the last time; returns how many it needs. A result
 /// never shares a register with its operands, so loops never alias.
@@ -631,6 +767,9 @@ fn allocate_registers(tape: &mut [Instr]) -> usize {
     let mut physical: HashMap<Reg, Reg> = HashMap::new();
     let (mut free, mut count): (Vec<Reg>, usize) = (Vec::new(), 0);
     for (k, instr) in tape.iter_mut().enumerate() {
+        if let Instr::Expand { src, last, .. } = instr {
+            *last = last_use[src] == k;
+        }
         let dst = instr.dst();
         if let Some(d) = dst {
             let p = free.pop().unwrap_or_else(|| {
@@ -958,6 +1097,9 @@ impl Pass {
                 let mut d = instr.dst().map(|r| std::mem::take(&mut regs[r]));
                 let read = |r: Reg| views[r].unwrap_or(&regs[r]);
                 let mut result_flat = false;
+                // A result read in place: a source's, or a dying operand's.
+                let mut view = None;
+                let mut take = None;
                 match *instr {
                     Store { src, out } => outs[out][c..c + n].copy_from_slice(&read(src)[..n]),
                     Fold { src, out } => {
@@ -966,7 +1108,7 @@ impl Pass {
                         map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
                         accs[out].fold(r.op, &read(src)[..n], &runs);
                     }
-                    Load { dst, node, set } => {
+                    Load { node, set, .. } => {
                         let (src, at) = (data[node], &sets[set].runs);
                         if let [Run {
                             base,
@@ -975,9 +1117,8 @@ impl Pass {
                         }] = at[..]
                         {
                             let from = base - src.first;
-                            views[dst] = Some(&src.values[from..from + len]);
+                            view = Some(&src.values[from..from + len]);
                         } else {
-                            views[dst] = None;
                             load(d.as_mut().expect("a result"), src, at);
                         }
                     }
@@ -1026,22 +1167,29 @@ impl Pass {
                             *o = if m[k] != 0.0 { a[k] } else { b[k] };
                         }
                     }
-                    Expand { src, set, .. } => {
+                    Expand { src, set, last, .. } => {
                         let pieces = &sets[set].pieces;
                         result_flat = repeats_one(pieces);
                         let out = d.as_mut().expect("a result");
-                        match result_flat {
-                            true => out[0] = read(src)[0],
-                            false => expand(out, read(src), pieces),
+                        match pieces[..] {
+                            _ if result_flat => out[0] = read(src)[0],
+                            // All of a dying operand's values, in order:
+                            // the result is that register (or view).
+                            [Piece::Copy(_)] if last => match views[src] {
+                                Some(v) => view = Some(v),
+                                None => take = Some(src),
+                            },
+                            _ => expand(out, read(src), pieces),
                         }
                     }
                 }
-                if let (Some(r), Some(d)) = (instr.dst(), d) {
+                if let (Some(r), Some(mut d)) = (instr.dst(), d) {
+                    if let Some(src) = take {
+                        std::mem::swap(&mut d, &mut regs[src]);
+                    }
                     regs[r] = d;
                     flat[r] = result_flat;
-                    if !matches!(instr, Load { .. }) {
-                        views[r] = None;
-                    }
+                    views[r] = view;
                 }
             }
         }
