@@ -135,3 +135,21 @@ fn row_then_column_steps_reading_each_others_rows_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn negations_folded_into_their_neighbours_keep_their_signs() {
+    // The fast path rewrites x + (-y), x - (-y), (-y) + x and -(s·y) for a
+    // uniform s without the negation; each sign must survive.
+    let n = 1000;
+    let g = Graph::new();
+    let (x, y, s) = (g.input("x", [n]), g.input("y", [n]), g.input("s", [1]));
+    let s = s.broadcast_to([n]);
+    let terms = [x + -y, x - -y, -y + x, -(s * y), -(y * s), -(y * 2.0) + x];
+    let outputs: Vec<_> = terms.iter().map(|t| t.tanh()).collect();
+    let mut r = rng(20);
+    let data: Vec<(String, Vec<f64>)> = [("x", n), ("y", n), ("s", 1)]
+        .iter()
+        .map(|&(name, k)| (name.to_string(), sample(&mut r, k, Domain::Any)))
+        .collect();
+    check_against_reference(&Device::cpu_f32(), &g, &outputs, &data, 1e-5, "negations");
+}
