@@ -90,6 +90,17 @@ impl Device {
     }
 }
 
+/// What a run does with the program's outputs (the updates always run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outputs {
+    /// Compute them and read them back.
+    ReadBack,
+    /// Compute them, read nothing back.
+    Compute,
+    /// Compute only what the updates need.
+    Skip,
+}
+
 /// What one run of a program costs, from the program's own plan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -215,7 +226,8 @@ impl Graph {
                 Exec::Cpu(zeros(&nodes, &params)?)
             }
             Device::CpuF32(options) => {
-                let plan = FastPlan::new(&nodes, &roots, *options);
+                let updated: Vec<NodeId> = update_ids.iter().map(|u| u.1).collect();
+                let plan = FastPlan::new(&nodes, &roots, &updated, *options);
                 check_host_memory(fast_bytes_held(&nodes, &params, &plan))?;
                 Exec::CpuF32 {
                     params: zeros(&nodes, &params)?,
@@ -386,13 +398,21 @@ fn check_len(name: &str, shape: &Shape, got: usize) -> Result<()> {
 impl Program {
     /// Run once and read back every output, in the order given to `compile`.
     pub fn run(&mut self, inputs: &[(&str, &[f32])]) -> Result<Vec<Vec<f32>>> {
-        self.execute(inputs, true)
+        self.execute(inputs, Outputs::ReadBack)
     }
 
     /// Run once without reading anything back (parameters are still updated).
     /// On the GPU this only submits the work; a later `run` or `param` waits for it.
     pub fn step(&mut self, inputs: &[(&str, &[f32])]) -> Result<()> {
-        self.execute(inputs, false).map(|_| ())
+        self.execute(inputs, Outputs::Compute).map(|_| ())
+    }
+
+    /// Apply the parameters' updates only: what only the outputs need (a
+    /// loss no update reads, say) is not computed. A training loop calls
+    /// this between the steps whose loss it reads with `run`. On the GPU
+    /// this only submits the work, as `step` does.
+    pub fn update(&mut self, inputs: &[(&str, &[f32])]) -> Result<()> {
+        self.execute(inputs, Outputs::Skip).map(|_| ())
     }
 
     /// Block until all submitted work has finished (a no-op on the CPU).
@@ -403,7 +423,7 @@ impl Program {
         }
     }
 
-    fn execute(&mut self, inputs: &[(&str, &[f32])], read_back: bool) -> Result<Vec<Vec<f32>>> {
+    fn execute(&mut self, inputs: &[(&str, &[f32])], outputs: Outputs) -> Result<Vec<Vec<f32>>> {
         let data = match_feeds(&self.nodes, &self.inputs, inputs)?;
         if let Some(k) =
             (0..self.params.len()).find(|&k| self.params_read[k] && !self.params_set[k])
@@ -426,9 +446,9 @@ impl Program {
             updates: &self.updates,
         };
         match &mut self.exec {
-            Exec::Cpu(params) => Ok(run.reference(params, &data, read_back)),
-            Exec::CpuF32 { params, plan } => Ok(run.fast(params, plan, &data, read_back)),
-            Exec::Gpu(g) => g.run(&data, read_back),
+            Exec::Cpu(params) => Ok(run.reference(params, &data, outputs)),
+            Exec::CpuF32 { params, plan } => Ok(run.fast(params, plan, &data, outputs)),
+            Exec::Gpu(g) => g.run(&data, outputs),
         }
     }
 
@@ -607,23 +627,26 @@ impl CpuRun<'_> {
         &self,
         params: &mut [Vec<f64>],
         data: &[&[f32]],
-        read_back: bool,
+        outputs: Outputs,
     ) -> Vec<Vec<f32>> {
         let converted: Vec<Vec<f64>> = data
             .iter()
             .map(|d| d.iter().map(|&x| x as f64).collect())
             .collect();
-        let mut roots = self.outputs.to_vec();
+        let mut roots = match outputs {
+            Outputs::Skip => Vec::new(),
+            _ => self.outputs.to_vec(),
+        };
+        let computed = roots.len();
         roots.extend(self.updates.iter().map(|u| u.1));
         let mut values = cpu::evaluate(self.nodes, &roots, &self.leaves(&converted, params));
-        let updated = values.split_off(self.outputs.len());
+        let updated = values.split_off(computed);
         for ((p, _), v) in self.updates.iter().zip(updated) {
             params[self.slot(*p)] = v;
         }
-        if read_back {
-            values.iter().map(|v| as_f32(v)).collect()
-        } else {
-            Vec::new()
+        match outputs {
+            Outputs::ReadBack => values.iter().map(|v| as_f32(v)).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -635,17 +658,17 @@ impl CpuRun<'_> {
         params: &mut [Vec<f32>],
         plan: &mut FastPlan,
         data: &[&[f32]],
-        read_back: bool,
+        outputs: Outputs,
     ) -> Vec<Vec<f32>> {
         let leaves = self.leaves(data, params);
-        plan.run(self.nodes, &leaves);
+        plan.run(self.nodes, &leaves, outputs != Outputs::Skip);
         let value = |id: &NodeId| match leaves.get(id) {
             Some(v) => v.to_vec(),
             None => plan.value(*id).to_vec(),
         };
-        let outputs = match read_back {
-            true => self.outputs.iter().map(value).collect(),
-            false => Vec::new(),
+        let outputs = match outputs {
+            Outputs::ReadBack => self.outputs.iter().map(value).collect(),
+            _ => Vec::new(),
         };
         // A leaf, or a value two parameters take, is copied.
         let copies: Vec<Option<Vec<f32>>> = (0..self.updates.len())

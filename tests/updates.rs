@@ -84,3 +84,45 @@ fn updates_that_copy_on_every_device() {
         copies_on(&d);
     }
 }
+
+/// `update` applies the same updates as `step`, bit for bit, and skips only
+/// what no update reads: a loss is skipped, but not when an update reads it.
+fn updates_alone_match_full_steps_on(device: &Device) {
+    let n = 1000;
+    let g = Graph::new();
+    let w = g.param("w", [n]);
+    let loss = rosenbrock(w);
+    let mut updates = wgrad::Optimizer::adam(1e-2).minimize(loss, &[w]);
+    // A second parameter, of another size (so its sum is a pass of its
+    // own), whose update reads that sum.
+    let u = g.param("u", [n / 2]);
+    let u_loss = u.square().sum();
+    updates.push((u, u - 1e-4 * u_loss * u));
+    let mut programs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut p = g.compile_with_updates(device, &[loss], &updates).unwrap();
+            p.set_param("w", &start(21, n)).unwrap();
+            p.set_param("u", &start(22, n / 2)).unwrap();
+            p
+        })
+        .collect();
+    for _ in 0..5 {
+        programs[0].step(&[]).unwrap();
+        programs[1].update(&[]).unwrap();
+    }
+    for name in ["w", "u"] {
+        let (a, b) = (programs[0].param(name), programs[1].param(name));
+        assert_eq!(a.unwrap(), b.unwrap(), "{name} on {}", device.describe());
+    }
+    let (a, b) = (programs[0].run(&[]), programs[1].run(&[]));
+    assert_eq!(a.unwrap(), b.unwrap(), "the loss after the steps");
+}
+
+#[test]
+fn updates_alone_match_full_steps_on_every_device() {
+    updates_alone_match_full_steps_on(&Device::cpu());
+    updates_alone_match_full_steps_on(&Device::cpu_f32());
+    if let Some(gpu) = gpu() {
+        updates_alone_match_full_steps_on(&gpu);
+    }
+}

@@ -235,8 +235,14 @@ pub(crate) struct FastPlan {
 }
 
 impl FastPlan {
-    /// Plan the computation of `roots`.
-    pub(crate) fn new(nodes: &[Node], roots: &[NodeId], options: CpuOptions) -> FastPlan {
+    /// Plan the computation of `roots`, of which the parameters' updates
+    /// read `updated`.
+    pub(crate) fn new(
+        nodes: &[Node],
+        roots: &[NodeId],
+        updated: &[NodeId],
+        options: CpuOptions,
+    ) -> FastPlan {
         let live = live_nodes(nodes, roots);
         // Targets by group: a reduction of level L (one more than the highest
         // level of the reductions it reads) and an element-wise root reading
@@ -285,7 +291,15 @@ impl FastPlan {
             }
             passes.push(group);
         }
-        let steps = steps(passes, options);
+        let mut steps = steps(passes, options);
+        let needed = live_nodes(nodes, updated);
+        for step in &mut steps {
+            let mut computed = step.passes.iter().flat_map(|p| {
+                let reductions = p.reductions.iter().map(|r| r.node);
+                p.stores.iter().copied().chain(reductions)
+            });
+            step.for_updates = computed.any(|id| needed.contains(&id.index()));
+        }
         if log::log_enabled!(log::Level::Debug) {
             for (i, step) in steps.iter().enumerate() {
                 log::debug!("fast path step {i}: tasks of {} elements", step.task);
@@ -308,9 +322,10 @@ impl FastPlan {
         }
     }
 
-    /// Run every pass; `leaves` holds every input and parameter read.
-    pub(crate) fn run(&mut self, nodes: &[Node], leaves: &HashMap<NodeId, &[f32]>) {
-        for step in &self.steps {
+    /// Run every pass, or (`outputs` false) those the updates need;
+    /// `leaves` holds every input and parameter read.
+    pub(crate) fn run(&mut self, nodes: &[Node], leaves: &HashMap<NodeId, &[f32]>, outputs: bool) {
+        for step in self.steps.iter().filter(|s| outputs || s.for_updates) {
             // The step's results leave `values` while it reads the rest.
             let stores: Vec<NodeId> = step.passes.iter().flat_map(|p| p.stores.clone()).collect();
             let mut outs: Vec<Vec<f32>> = stores
@@ -811,6 +826,9 @@ impl<'a> Src<'a> {
 /// reductions have just finished (see `fuse`).
 struct Step {
     passes: Vec<Pass>,
+    /// Whether an update reads what the step computes (if not, it serves
+    /// the outputs alone).
+    for_updates: bool,
     chunk: usize,
     /// Elements per task.
     task: usize,
@@ -823,6 +841,7 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
     let task = chunk * options.chunks_per_task.max(1);
     let single = |p: Pass| Step {
         passes: vec![p],
+        for_updates: true,
         chunk,
         task,
     };
@@ -840,6 +859,7 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
             match partner {
                 Some((k, rows)) => fused.push(Step {
                     passes: vec![waiting.remove(k), b],
+                    for_updates: true,
                     chunk,
                     task: task.div_ceil(rows) * rows,
                 }),

@@ -6,10 +6,13 @@ use super::device::GpuContext;
 use super::schedule::{BufKind, Plan};
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
-use crate::program::Stats;
+use crate::program::{Outputs, Stats};
 use std::sync::Arc;
 
 struct Kernel {
+    /// Whether an update reads what the kernel writes (if not, it serves
+    /// the outputs alone).
+    for_updates: bool,
     pipeline: wgpu::ComputePipeline,
     /// One bind group per parity of the parameter buffers.
     bind_groups: Vec<wgpu::BindGroup>,
@@ -100,7 +103,7 @@ impl GpuProgram {
             buffers.push(now.into_iter().zip(then).map(|(a, b)| [a, b]).collect());
         }
         let mut kernels = Vec::new();
-        for spec in &plan.kernels {
+        for (spec, for_updates) in plan.kernels.iter().zip(update_kernels(&plan)) {
             log::debug!(
                 "wgrad kernel {}: {} workgroups",
                 spec.label,
@@ -139,6 +142,7 @@ impl GpuProgram {
                 })
                 .collect();
             kernels.push(Kernel {
+                for_updates,
                 pipeline,
                 bind_groups,
                 workgroups: spec.workgroups,
@@ -243,7 +247,8 @@ impl GpuProgram {
     }
 
     /// One run: inputs in the program's input order; outputs read back if asked.
-    pub fn run(&mut self, inputs: &[&[f32]], read_back: bool) -> Result<Vec<Vec<f32>>> {
+    pub fn run(&mut self, inputs: &[&[f32]], outputs: Outputs) -> Result<Vec<Vec<f32>>> {
+        let read_back = outputs == Outputs::ReadBack;
         for (k, data) in inputs.iter().enumerate() {
             self.write(self.input_buffer(k), data);
         }
@@ -256,7 +261,8 @@ impl GpuProgram {
                 label: Some("run"),
                 timestamp_writes: None,
             });
-            for k in &self.kernels {
+            let needed = |k: &&Kernel| outputs != Outputs::Skip || k.for_updates;
+            for k in self.kernels.iter().filter(needed) {
                 pass.set_pipeline(&k.pipeline);
                 pass.set_bind_group(
                     0,
@@ -346,4 +352,29 @@ impl GpuProgram {
     pub fn kernels_wgsl(&self) -> Vec<String> {
         self.plan.kernels.iter().map(|k| k.wgsl.clone()).collect()
     }
+}
+
+/// Which of the plan's kernels the parameters' updates need: walking back
+/// from the buffers the updates write, a kernel writing a needed buffer is
+/// needed, and so is every buffer it reads.
+fn update_kernels(plan: &Plan) -> Vec<bool> {
+    let mut needed: Vec<bool> = plan
+        .buffers
+        .iter()
+        .map(|b| matches!(b.kind, BufKind::Param { next: true, .. }))
+        .collect();
+    let mut keep = vec![false; plan.kernels.len()];
+    for (k, spec) in plan.kernels.iter().enumerate().rev() {
+        if spec
+            .bindings
+            .iter()
+            .any(|&(b, _, writes)| writes && needed[b])
+        {
+            keep[k] = true;
+            for &(b, _, writes) in &spec.bindings {
+                needed[b] |= !writes;
+            }
+        }
+    }
+    keep
 }
