@@ -184,6 +184,14 @@ fn a_tensor_needing_more_bindings_than_a_kernel_has_is_refused() {
         .expect("refused");
     assert!(matches!(err, Error::TooLarge(_)), "{err}");
     assert!(err.to_string().contains("4 storage bindings"), "{err}");
+    // Two tensors of three parts each cannot meet in one kernel either.
+    let other = g.input("z", [3 * part]);
+    let err = g
+        .compile(&dev, &[(fits * other).sum()])
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    assert!(err.to_string().contains("binds at most 4"), "{err}");
 }
 
 #[test]

@@ -552,22 +552,25 @@ enum Fit {
     Split,
 }
 
-/// Whether a finished emission fits the device; if not, what to do about it.
+/// Whether a finished emission fits the device; if not, what to do about
+/// it, or an error where nothing can be done: one op whose operands, all
+/// stored, take more bindings than a kernel may have.
 fn fits(
     e: &Emitter,
     nodes: &[Node],
     stored: &HashMap<NodeId, BufId>,
     targets: &[NodeId],
     limits: &GpuLimits,
-) -> Option<Fit> {
+) -> Result<Option<Fit>> {
     if let Some(id) = e.too_many_indices {
-        return Some(Fit::Store(id));
+        return Ok(Some(Fit::Store(id)));
     }
-    if e.bindings().len() <= limits.max_storage_buffers as usize {
-        return None;
+    let bindings = e.bindings().len();
+    if bindings <= limits.max_storage_buffers as usize {
+        return Ok(None);
     }
     if targets.len() > 1 {
-        return Some(Fit::Split);
+        return Ok(Some(Fit::Split));
     }
     // One value reads too many buffers: store a value below it, following
     // the operands that read the most down to the first whose reads fit a
@@ -582,13 +585,23 @@ fn fits(
             .filter(|j| !stored.contains_key(j))
             .max_by_key(|&&j| reads(j, nodes, stored, &mut memo).len());
         match widest {
-            None if id == targets[0] => return None,
-            None => return Some(Fit::Store(id)),
+            None if id == targets[0] => {
+                let node = &nodes[id.index()];
+                return Err(Error::TooLarge(format!(
+                    "a {} of {} elements reads tensors taking {bindings} storage bindings \
+                     with its result (a tensor over one binding takes several), and a \
+                     kernel on this device binds at most {}",
+                    node.op.name(),
+                    node.shape.numel(),
+                    limits.max_storage_buffers
+                )));
+            }
+            None => return Ok(Some(Fit::Store(id))),
             Some(&j)
                 if reads(j, nodes, stored, &mut memo).len()
                     < limits.max_storage_buffers as usize =>
             {
-                return Some(Fit::Store(j))
+                return Ok(Some(Fit::Store(j)))
             }
             Some(&j) => id = j,
         }
@@ -610,7 +623,7 @@ fn elementwise_kernels(
     let layout = Layout { buffers, chunk };
     let mut e = Emitter::new(nodes, stored, layout, 2);
     emit_targets(&mut e, stored, targets, "idx");
-    match fits(&e, nodes, stored, &ids(targets), limits) {
+    match fits(&e, nodes, stored, &ids(targets), limits)? {
         Some(Fit::Split) => {
             let (a, b) = targets.split_at(targets.len() / 2);
             let mut out = Vec::new();
@@ -701,7 +714,7 @@ fn reduction(
     let mut all = vec![target.node];
     all.extend(ids(riders));
     all.extend(ids(tail));
-    if let Some(fit) = fits(&e, nodes, stored, &all, limits) {
+    if let Some(fit) = fits(&e, nodes, stored, &all, limits)? {
         return Ok(fit);
     }
     let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
@@ -777,7 +790,7 @@ fn fold_partials(
     let tail = emit_epilogue(&mut e, ctx.loads, target.node, epilogue);
     let mut all = vec![target.node];
     all.extend(ids(epilogue));
-    if let Some(fit) = fits(&e, ctx.nodes, ctx.loads, &all, ctx.limits) {
+    if let Some(fit) = fits(&e, ctx.nodes, ctx.loads, &all, ctx.limits)? {
         return Ok(fit);
     }
     let outs = ctx.nodes[target.node.index()].shape.numel();
@@ -949,7 +962,7 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
         out_strides[f.n]
     );
     let store = e.store_statement(target.buf, &out_index, "acc");
-    if let Some(fit) = fits(&e, nodes, loads, &[target.node], limits) {
+    if let Some(fit) = fits(&e, nodes, loads, &[target.node], limits)? {
         return Ok(fit);
     }
     let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
@@ -1145,7 +1158,7 @@ fn rowcol(
     let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "cols[k]");
     let mut all = vec![r1.node, r2.node];
     all.extend(ids(epilogue1));
-    if let Some(fit) = fits(&e, nodes, loads, &all, limits) {
+    if let Some(fit) = fits(&e, nodes, loads, &all, limits)? {
         return Ok(fit);
     }
     let label = format!(
