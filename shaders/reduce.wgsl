@@ -45,7 +45,7 @@ fn main(
 {{BODY}}
             acc = combine(acc, {{VALUE}});
         }
-        let total = tree(lid, acc);
+        let total = tree(lid, array<f32, 1u>(acc))[0];
         if (lid == 0u) {
             {{STORE}}
         }

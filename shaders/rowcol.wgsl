@@ -4,7 +4,8 @@
 // step: z = X·v, then ∇v = Xᵀ·g(z)).
 //
 // The tensor is viewed as ROWS rows of ROW_LEN elements. Each workgroup
-// takes ROWS_PER_GROUP consecutive rows; for each row it folds the first
+// takes ROWS_PER_GROUP consecutive rows, TREE_N at a time (their trees
+// share barriers); for each row it folds the first
 // operand (BODY1/VALUE1, at source index `idx`) into the row's result,
 // stores it (STORE1, then any epilogue), and with the row's result in `total`
 // folds the second operand (BODY2/VALUE2, recomputed at the same indices,
@@ -45,22 +46,42 @@ fn main(
         }
         let first = group * ROWS_PER_GROUP;
         let last = min(first + ROWS_PER_GROUP, ROWS);
-        for (var slot: u32 = first; slot < last; slot++) {
-            let base: u32 = {{BASE}};
-            var acc: f32 = {{IDENTITY1}};
-            for (var r: u32 = lid; r < ROW_LEN; r += WG) {
-                let idx: u32 = base + {{OFFSET}};
+        // TREE_N rows at a time: their trees share their barriers.
+        for (var block: u32 = first; block < last; block += TREE_N) {
+            var accs: array<f32, TREE_N>;
+            for (var b: u32 = 0u; b < TREE_N; b++) {
+                let slot = block + b;
+                var acc: f32 = {{IDENTITY1}};
+                if (slot < last) {
+                    let base: u32 = {{BASE}};
+                    for (var r: u32 = lid; r < ROW_LEN; r += WG) {
+                        let idx: u32 = base + {{OFFSET}};
 {{BODY1}}
-                acc = combine1(acc, {{VALUE1}});
+                        acc = combine1(acc, {{VALUE1}});
+                    }
+                }
+                accs[b] = acc;
             }
-            let total = tree(lid, acc);
-            if (lid == 0u) {
-                {{STORE1}}
-            }
-            for (var r: u32 = lid; r < ROW_LEN; r += WG) {
-                let idx: u32 = base + {{OFFSET}};
+            var totals = tree(lid, accs);
+            for (var b: u32 = 0u; b < TREE_N; b++) {
+                let slot = block + b;
+                if (slot < last) {
+                    let total = totals[b];
+                    let base: u32 = {{BASE}};
+                    if (lid == 0u) {
+                        {{STORE1}}
+                    }
+                    // Indexed by the loop's count, not by `r / WG`: a
+                    // constant trip count lets `cols` stay in registers.
+                    for (var k: u32 = 0u; k < COLS_PER_THREAD; k++) {
+                        let r = lid + k * WG;
+                        if (r < ROW_LEN) {
+                            let idx: u32 = base + {{OFFSET}};
 {{BODY2}}
-                cols[r / WG] = combine2(cols[r / WG], {{VALUE2}});
+                            cols[k] = combine2(cols[k], {{VALUE2}});
+                        }
+                    }
+                }
             }
         }
         for (var k: u32 = 0u; k < COLS_PER_THREAD; k++) {

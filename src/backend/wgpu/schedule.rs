@@ -35,10 +35,14 @@ use std::collections::{BTreeMap, HashMap};
 
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
+const REDUCE_SHORT: &str = include_str!("../../../shaders/reduce_short.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
+/// Row-then-column fusion folds this many rows' trees at once (one set of
+/// barriers for them all; every group has at least 32 rows).
+const ROWS_AT_ONCE: usize = 8;
 /// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
 const MAX_COLS_PER_THREAD: usize = 16;
 const WORKGROUP: usize = 256;
@@ -48,6 +52,9 @@ const CHUNK_TARGET: usize = 4096;
 const MAX_CHUNKS: usize = 1024;
 /// Outputs beyond this fill the device without chunking.
 const ENOUGH_OUTPUTS: usize = 512;
+/// Outputs folding at most this many elements each take a thread each
+/// (`shaders/reduce_short.wgsl`), not a workgroup.
+const SHORT_REDUCE: usize = 64;
 
 /// A buffer of the program, by index.
 pub(crate) type BufId = usize;
@@ -828,8 +835,9 @@ fn reduce_kernel(
     store: &str,
     limits: &GpuLimits,
 ) -> Result<KernelSpec> {
+    let short = groups == 1 && len <= SHORT_REDUCE;
     let wgsl = fill(
-        REDUCE,
+        if short { REDUCE_SHORT } else { REDUCE },
         &[
             ("BINDINGS", &e.declarations()),
             ("SLOTS", &slots.to_string()),
@@ -843,15 +851,17 @@ fn reduce_kernel(
             ("STORE", store),
             ("IDENTITY", &f32_literal(op.identity())),
             ("TREE", TREE),
-            ("TREE_COMBINE", &op.wgsl("scratch[lid]", "scratch[lid + s]")),
+            ("TREE_N", "1"),
+            ("TREE_COMBINE", &op.wgsl("scratch[k]", "scratch[k + s]")),
             ("COMBINE", &op.wgsl("acc", "x")),
         ],
     );
+    let per_group = if short { WORKGROUP } else { 1 };
     Ok(KernelSpec {
         label: label.to_string(),
         wgsl,
         bindings: e.bindings(),
-        workgroups: dispatch_count(slots, 1, limits),
+        workgroups: dispatch_count(slots, per_group, limits),
     })
 }
 
@@ -1175,10 +1185,8 @@ fn rowcol(
             ("ROWS_PER_GROUP", &rows_per_group.to_string()),
             ("COLS_PER_THREAD", &row_len.div_ceil(WORKGROUP).to_string()),
             ("TREE", TREE),
-            (
-                "TREE_COMBINE",
-                &op1.wgsl("scratch[lid]", "scratch[lid + s]"),
-            ),
+            ("TREE_N", &ROWS_AT_ONCE.to_string()),
+            ("TREE_COMBINE", &op1.wgsl("scratch[k]", "scratch[k + s]")),
             ("COMBINE1", &op1.wgsl("acc", "x")),
             ("COMBINE2", &op2.wgsl("acc", "x")),
             ("IDENTITY1", &f32_literal(op1.identity())),
