@@ -294,10 +294,7 @@ impl FastPlan {
         let mut steps = steps(passes, options);
         let needed = live_nodes(nodes, updated);
         for step in &mut steps {
-            let mut computed = step.passes.iter().flat_map(|p| {
-                let reductions = p.reductions.iter().map(|r| r.node);
-                p.stores.iter().copied().chain(reductions)
-            });
+            let mut computed = step.passes.iter().flat_map(Pass::computed);
             step.for_updates = computed.any(|id| needed.contains(&id.index()));
         }
         if log::log_enabled!(log::Level::Debug) {
@@ -352,13 +349,10 @@ impl FastPlan {
 
     /// The computed nodes the plan keeps a buffer for.
     pub(crate) fn buffers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let passes = self.steps.iter().flat_map(|s| &s.passes);
-        passes.flat_map(|p| {
-            p.stores
-                .iter()
-                .copied()
-                .chain(p.reductions.iter().map(|r| r.node))
-        })
+        self.steps
+            .iter()
+            .flat_map(|s| &s.passes)
+            .flat_map(Pass::computed)
     }
 
     /// The value of computed node `id` after a run.
@@ -666,8 +660,7 @@ fn fold_negations(tape: &mut Vec<Instr>, next: &mut Reg) {
         }) if uses.get(&r) == Some(&1) => Some(a),
         _ => None,
     };
-    let mut k = 0;
-    while k < tape.len() {
+    for k in 0..tape.len() {
         match tape[k] {
             Instr::Binary {
                 dst,
@@ -747,24 +740,25 @@ fn fold_negations(tape: &mut Vec<Instr>, next: &mut Reg) {
             }
             _ => {}
         }
-        k += 1;
     }
     // Negations no longer read.
-    let mut read: HashMap<Reg, bool> = HashMap::new();
+    let mut read = std::collections::HashSet::new();
     for instr in tape.iter_mut() {
         let dst = instr.dst();
-        for r in instr.regs_mut() {
-            if Some(*r) != dst {
-                read.insert(*r, true);
-            }
-        }
+        read.extend(
+            instr
+                .regs_mut()
+                .into_iter()
+                .map(|r| *r)
+                .filter(|&r| Some(r) != dst),
+        );
     }
     tape.retain(|i| match *i {
         Instr::Unary {
             dst,
             op: UnaryOp::Neg,
             ..
-        } => read.contains_key(&dst),
+        } => read.contains(&dst),
         _ => true,
     });
 }
@@ -1015,6 +1009,12 @@ impl Step {
 }
 
 impl Pass {
+    /// The nodes the pass writes: its stores and its reductions.
+    fn computed(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let reductions = self.reductions.iter().map(|r| r.node);
+        self.stores.iter().copied().chain(reductions)
+    }
+
     /// `task_body`, compiled for the widest vectors this CPU has: the same
     /// operations in the same order, so the same bits, only sooner.
     fn task(
