@@ -148,3 +148,20 @@ fn a_fused_column_reduction_waits_for_what_its_epilogue_reads() {
         .unwrap();
     assert_close("epilogue after a fused column reduction", &got, &want, 1e-4);
 }
+
+#[test]
+fn row_and_column_sums_over_many_short_rows_match_the_cpu() {
+    // 37,000 rows of 3: each workgroup of the fused kernel takes 37 rows,
+    // which its blocks of 8 do not divide, and its column sums add one
+    // weighted row after another with nothing to average an error away.
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    let (rows, d) = (37_000, 3);
+    let g = Graph::new();
+    let x = g.input("x", [rows, d]);
+    let z = x.sum_axes(&[1], true);
+    let c = (x * z.tanh()).sum_axes(&[0], false);
+    let mut r = rng(23);
+    let data = [("x".to_string(), sample(&mut r, rows * d, Domain::Any))];
+    check_against_reference(&gpu, &g, &[z, c], &data, 1e-3, "37,000 rows of 3");
+}

@@ -1148,7 +1148,11 @@ fn rowcol(
     let row_len: usize = axes.iter().map(|&k| shape.0[k]).product();
     // Enough rows per workgroup that the column partials cost little
     // traffic next to the tensor, few enough groups to fill the device.
-    let rows_per_group = 32.max(rows.div_ceil(4096));
+    // The fold of the partials reads each column's at a row's stride (a
+    // 32-byte sector for each 4-byte value), so at most ~1024 groups: at
+    // 2^28 elements in rows of 1024, 4 MB of partials, and 1024 workgroups
+    // still fill an H100 (132 SMs of 8).
+    let rows_per_group = 32.max(rows.div_ceil(1024));
     let groups = rows.div_ceil(rows_per_group);
     buffers.push(BufSpec {
         numel: groups * row_len,
