@@ -20,15 +20,7 @@ impl Graph {
     #[track_caller]
     pub fn try_grad<'g>(&'g self, loss: Var<'g>, wrt: &[Var<'g>]) -> Result<Vec<Var<'g>>> {
         let location = Location::caller();
-        if std::iter::once(&loss)
-            .chain(wrt)
-            .any(|v| !std::ptr::eq(v.graph(), self))
-        {
-            return Err(Error::Graph {
-                detail: "grad was given a node of another graph".into(),
-                location,
-            });
-        }
+        self.own(std::iter::once(&loss).chain(wrt))?;
         if loss.numel() != 1 {
             return Err(Error::Graph {
                 detail: format!(

@@ -67,6 +67,21 @@ impl Graph {
         self.len() == 0
     }
 
+    /// An error unless every one of `vars` was recorded in this graph.
+    #[track_caller]
+    pub(crate) fn own<'a, 'g: 'a>(
+        &self,
+        mut vars: impl Iterator<Item = &'a Var<'g>>,
+    ) -> Result<()> {
+        if vars.any(|v| !std::ptr::eq(v.graph(), self)) {
+            return Err(Error::Graph {
+                detail: "a node of another graph was given".into(),
+                location: Location::caller(),
+            });
+        }
+        Ok(())
+    }
+
     /// The recorded nodes.
     pub fn nodes(&self) -> Ref<'_, Vec<Node>> {
         self.nodes.borrow()

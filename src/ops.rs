@@ -435,81 +435,26 @@ fn sign<T: Real>(x: T) -> T {
 }
 
 /// The float types the CPU backends compute in: f64 for the reference, f32
-/// for the fast path. The op table's CPU math is written once, for both.
-pub trait Real:
-    Copy
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::Neg<Output = Self>
-    + Send
-    + Sync
-{
+/// for the fast path. The op table's CPU math is written once, for both,
+/// with num-traits' `Float` for the functions.
+pub trait Real: num_traits::Float + Send + Sync {
+    /// `x` rounded to this type, as `as` rounds (out of range: infinite).
     fn from_f64(x: f64) -> Self;
-    fn to_f64(self) -> f64;
-    fn abs(self) -> Self;
-    fn exp(self) -> Self;
-    fn ln(self) -> Self;
-    fn ln_1p(self) -> Self;
-    fn sqrt(self) -> Self;
-    fn sin(self) -> Self;
-    fn cos(self) -> Self;
-    fn tanh(self) -> Self;
-    fn powf(self, e: Self) -> Self;
-    fn max(self, other: Self) -> Self;
-    fn min(self, other: Self) -> Self;
 }
 
-macro_rules! real {
-    ($t:ty) => {
-        impl Real for $t {
-            #[inline(always)]
-            fn from_f64(x: f64) -> Self {
-                x as $t
-            }
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
-            }
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            fn sin(self) -> Self {
-                <$t>::sin(self)
-            }
-            fn cos(self) -> Self {
-                <$t>::cos(self)
-            }
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            fn powf(self, e: Self) -> Self {
-                <$t>::powf(self, e)
-            }
-            fn max(self, other: Self) -> Self {
-                <$t>::max(self, other)
-            }
-            fn min(self, other: Self) -> Self {
-                <$t>::min(self, other)
-            }
-        }
-    };
+impl Real for f32 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
 }
-real!(f32);
-real!(f64);
+
+impl Real for f64 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+}
 
 /// An f32 literal for WGSL: always with a decimal point or exponent, and a
 /// bit pattern for infinities and NaN (WGSL has no literal for them).

@@ -53,7 +53,7 @@ impl Device {
 
     /// A hardware GPU if there is one, else the CPU fast path; logs why. A
     /// software Vulkan (lavapipe, SwiftShader) runs the same kernels on the
-    /// same CPU about ten times slower than the fast path, so it is only
+    /// same CPU about eight times slower than the fast path, so it is only
     /// used when asked for ([`Device::gpu`]).
     pub fn auto() -> Device {
         match Device::gpu() {
@@ -277,18 +277,6 @@ impl Graph {
             exec,
             device: device.clone(),
         })
-    }
-
-    /// An error unless every one of `vars` was recorded in this graph.
-    #[track_caller]
-    fn own<'a, 'g: 'a>(&self, mut vars: impl Iterator<Item = &'a Var<'g>>) -> Result<()> {
-        if vars.any(|v| !std::ptr::eq(v.graph(), self)) {
-            return Err(Error::Graph {
-                detail: "a node of another graph was given".into(),
-                location: Location::caller(),
-            });
-        }
-        Ok(())
     }
 
     /// Evaluate `outputs` on the CPU reference in f64; `feeds` gives every
@@ -590,8 +578,8 @@ fn host_memory_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn as_f32<T: Real>(v: &[T]) -> Vec<f32> {
-    v.iter().map(|x| x.to_f64() as f32).collect()
+fn as_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
 }
 
 /// What a run on a CPU backend reads of its program.

@@ -189,33 +189,6 @@ impl StridedMap {
         (over(&|k| !axes.contains(&k)), over(&|k| axes.contains(&k)))
     }
 
-    /// The source indices of output elements `start..start + len`, stepping
-    /// the coordinates like an odometer rather than dividing for each one.
-    pub fn sources(&self, start: usize, len: usize) -> Vec<usize> {
-        let rank = self.out_dims.len();
-        let mut coords = vec![0; rank];
-        let mut rest = start;
-        for k in (0..rank).rev() {
-            coords[k] = rest % self.out_dims[k];
-            rest /= self.out_dims[k];
-        }
-        let mut src = self.source(start);
-        let mut out = Vec::with_capacity(len);
-        for _ in 0..len {
-            out.push(src);
-            for k in (0..rank).rev() {
-                coords[k] += 1;
-                src += self.src_strides[k];
-                if coords[k] < self.out_dims[k] {
-                    break;
-                }
-                src -= self.src_strides[k] * self.out_dims[k];
-                coords[k] = 0;
-            }
-        }
-        out
-    }
-
     /// The source index of output element `i`.
     pub fn source(&self, mut i: usize) -> usize {
         let mut src = self.offset;
@@ -363,11 +336,5 @@ mod tests {
                 assert_eq!(pad.source(j), expect, "segment from {i} at {j}");
             }
         }
-        // The odometer agrees with one division per element.
-        let m = StridedMap::permute(&Shape::from([3, 4, 5]), &[2, 0, 1]);
-        assert_eq!(
-            m.sources(7, 40),
-            (7..47).map(|i| m.source(i)).collect::<Vec<_>>()
-        );
     }
 }

@@ -1390,8 +1390,6 @@ fn load(dst: &mut [f32], src: Src, runs: &[Run]) {
     }
 }
 
-/// Expand `src` (values at a compressed set) into `dst` by `pieces`.
-#[inline(always)]
 /// Whether an expansion repeats one value over its whole set.
 fn repeats_one(pieces: &[Piece]) -> bool {
     matches!(pieces, [Piece::Repeat(_)])
@@ -1406,6 +1404,8 @@ fn spread(regs: &mut [Vec<f32>], flat: &mut [bool], r: Reg, len: usize) {
     }
 }
 
+/// Expand `src` (values at a compressed set) into `dst` by `pieces`.
+#[inline(always)]
 fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
     let (mut from, mut at) = (0, 0);
     for p in pieces {

@@ -41,7 +41,8 @@ const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
 /// Row-then-column fusion folds this many rows' trees at once (one set of
-/// barriers for them all; every group has at least 32 rows).
+/// barriers for them all; a workgroup's rows, 32 or more but for the last
+/// workgroup, need not be a multiple).
 const ROWS_AT_ONCE: usize = 8;
 /// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
 const MAX_COLS_PER_THREAD: usize = 16;
@@ -750,7 +751,7 @@ fn reduction(
         base: format!("o * {groups}u"),
         offset: "r".into(),
     };
-    let pass2 = match fold_partials(
+    let pass2 = fold_partials(
         ctx,
         buffers,
         *op,
@@ -758,13 +759,16 @@ fn reduction(
         &partials,
         target,
         epilogue,
-    )? {
-        Fit::Kernels(k) => k,
-        other => return Ok(other),
-    };
-    let mut out = vec![pass1];
-    out.extend(pass2);
-    Ok(Fit::Kernels(out))
+    )?;
+    Ok(followed_by(pass1, pass2))
+}
+
+/// `first`, then the kernels of `rest`; or what `rest` asks for instead.
+fn followed_by(first: KernelSpec, rest: Fit) -> Fit {
+    match rest {
+        Fit::Kernels(k) => Fit::Kernels(std::iter::once(first).chain(k).collect()),
+        other => other,
+    }
 }
 
 /// A reduction's chunk results: output `o`'s `groups` partials, element `r`
@@ -1218,7 +1222,7 @@ fn rowcol(
         base: "o".into(),
         offset: format!("r * {row_len}u"),
     };
-    let second = match fold_partials(
+    let second = fold_partials(
         ctx,
         buffers,
         *op2,
@@ -1226,11 +1230,6 @@ fn rowcol(
         &partials,
         r2,
         epilogue2,
-    )? {
-        Fit::Kernels(k) => k,
-        other => return Ok(other),
-    };
-    let mut out = vec![first];
-    out.extend(second);
-    Ok(Fit::Kernels(out))
+    )?;
+    Ok(followed_by(first, second))
 }
