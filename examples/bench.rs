@@ -4,10 +4,12 @@
 //!
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
-//!     [--chunk 1024] [--chunks-per-task 32]
+//!     [--chunk 1024] [--chunks-per-task 32] [--kernels]
 //!
 //! `cpu` is the f32 fast path (`--chunk` and `--chunks-per-task` set its
-//! `CpuOptions`, for tuning); `reference` the f64 interpreter.
+//! `CpuOptions`, for tuning); `reference` the f64 interpreter. `--kernels`
+//! adds each GPU kernel's own time (timestamps; the median of `--reps` timed
+//! runs after the others) and bandwidth.
 //!
 //! One JSON line per result (with --json), then a table for people. Bytes
 //! moved come from the program's own accounting of what its kernels read and
@@ -28,6 +30,7 @@ struct Args {
     json: bool,
     reps: usize,
     cpu: CpuOptions,
+    kernels: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -38,6 +41,7 @@ fn parse() -> Result<Args> {
         json: false,
         reps: 20,
         cpu: CpuOptions::default(),
+        kernels: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +59,7 @@ fn parse() -> Result<Args> {
             "--chunk" => a.cpu.chunk = value()?.parse()?,
             "--chunks-per-task" => a.cpu.chunks_per_task = value()?.parse()?,
             "--json" => a.json = true,
+            "--kernels" => a.kernels = true,
             "--bench" => {} // passed by `cargo bench`-style runners
             other => bail!("unknown flag `{other}`"),
         }
@@ -133,6 +138,7 @@ fn main() -> Result<()> {
     let adapter = device.describe();
     eprintln!("device: {adapter}");
     let mut table = Vec::new();
+    let mut kernel_rows = Vec::new();
     for &logn in &args.sizes {
         for w in &args.workloads {
             let n = 1usize << logn;
@@ -155,6 +161,25 @@ fn main() -> Result<()> {
                 .map(|_| run(&mut prog))
                 .collect::<Result<Vec<_>>>()?;
             let ms = median(times);
+            if args.kernels && device.is_gpu() {
+                let runs = (0..args.reps)
+                    .map(|_| Ok(prog.kernel_times(&[])?))
+                    .collect::<Result<Vec<_>>>()?;
+                for (i, k) in runs[0].iter().enumerate() {
+                    let kms = median(runs.iter().map(|r| r[i].ms).collect());
+                    let gbs = k.bytes as f64 / kms / 1e6;
+                    if args.json {
+                        println!(
+                            "{{\"workload\": \"{w}\", \"log2_n\": {logn}, \"kernel\": {i}, \"label\": \"{}\", \"ms_median\": {kms:.4}, \"bytes\": {}}}",
+                            k.label, k.bytes
+                        );
+                    }
+                    kernel_rows.push(format!(
+                        "| {w} | 2^{logn} | {i} | {kms:.4} | {gbs:.1} | {} |",
+                        k.label
+                    ));
+                }
+            }
             let s = prog.stats();
             // Dispatches and bytes moved count GPU kernels' bindings; the
             // CPU backends have neither.
@@ -181,6 +206,13 @@ fn main() -> Result<()> {
                 floor_bytes_per_element(w),
                 or_dash(format!("{:.1}", bytes as f64 / ms / 1e6))
             ));
+        }
+    }
+    if !kernel_rows.is_empty() {
+        println!("\n| workload | n | kernel | ms (median) | GB/s | what |");
+        println!("|---|---|---|---|---|---|");
+        for row in kernel_rows {
+            println!("{row}");
         }
     }
     println!("\ndevice: {adapter}");

@@ -44,5 +44,5 @@ pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradCheck};
 pub use graph::{Graph, IntoVar, Node, NodeId, Var};
 pub use optim::Optimizer;
-pub use program::{Device, Program, Stats};
+pub use program::{Device, KernelTime, Program, Stats};
 pub use shape::Shape;

@@ -115,6 +115,17 @@ pub struct Stats {
     pub bytes_held: u64,
 }
 
+/// One kernel's time on the GPU (`Program::kernel_times`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// What the kernel computes (its plan's label).
+    pub label: String,
+    /// Milliseconds between the timestamps before and after it.
+    pub ms: f64,
+    /// Bytes its bindings hold: what it reads and writes, as `Stats` counts them.
+    pub bytes: u64,
+}
+
 enum Exec {
     /// Parameter values, zero until set (as GPU buffers are); whether a
     /// value was set is `Program::params_set`.
@@ -412,6 +423,28 @@ impl Program {
     }
 
     fn execute(&mut self, inputs: &[(&str, &[f32])], outputs: Outputs) -> Result<Vec<Vec<f32>>> {
+        let data = self.feeds(inputs)?;
+        self.dispatch(&data, outputs)
+    }
+
+    fn dispatch(&mut self, data: &[&[f32]], outputs: Outputs) -> Result<Vec<Vec<f32>>> {
+        let run = CpuRun {
+            nodes: &self.nodes,
+            inputs: &self.inputs,
+            params: &self.params,
+            outputs: &self.outputs,
+            updates: &self.updates,
+        };
+        match &mut self.exec {
+            Exec::Cpu(params) => Ok(run.reference(params, data, outputs)),
+            Exec::CpuF32 { params, plan } => Ok(run.fast(params, plan, data, outputs)),
+            Exec::Gpu(g) => g.run(data, outputs),
+        }
+    }
+
+    /// The inputs' data in the program's order, once every parameter a run
+    /// reads has a value; the updated parameters count as set from then on.
+    fn feeds<'a>(&mut self, inputs: &[(&str, &'a [f32])]) -> Result<Vec<&'a [f32]>> {
         let data = match_feeds(&self.nodes, &self.inputs, inputs)?;
         if let Some(k) =
             (0..self.params.len()).find(|&k| self.params_read[k] && !self.params_set[k])
@@ -426,18 +459,7 @@ impl Program {
             let k = self.params.iter().position(|&q| q == p).expect("listed");
             self.params_set[k] = true;
         }
-        let run = CpuRun {
-            nodes: &self.nodes,
-            inputs: &self.inputs,
-            params: &self.params,
-            outputs: &self.outputs,
-            updates: &self.updates,
-        };
-        match &mut self.exec {
-            Exec::Cpu(params) => Ok(run.reference(params, &data, outputs)),
-            Exec::CpuF32 { params, plan } => Ok(run.fast(params, plan, &data, outputs)),
-            Exec::Gpu(g) => g.run(&data, outputs),
-        }
+        Ok(data)
     }
 
     /// Set parameter `name` (row-major data).
@@ -505,6 +527,22 @@ impl Program {
     /// The device the program runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Run once, as `step` does, timing each kernel on the GPU (the CPU
+    /// backends have no kernels: they run the step and return none). For
+    /// finding which kernel is slow: separate passes and timestamps add a
+    /// little time of their own. An error on an adapter without timestamp
+    /// queries.
+    pub fn kernel_times(&mut self, inputs: &[(&str, &[f32])]) -> Result<Vec<KernelTime>> {
+        let data = self.feeds(inputs)?;
+        match &mut self.exec {
+            Exec::Gpu(g) => g.kernel_times(&data),
+            Exec::Cpu(_) | Exec::CpuF32 { .. } => {
+                self.dispatch(&data, Outputs::Compute)?;
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// The generated WGSL of each kernel, in dispatch order (empty on the CPU).

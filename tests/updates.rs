@@ -87,6 +87,7 @@ fn updates_that_copy_on_every_device() {
 
 /// `update` applies the same updates as `step`, bit for bit, and skips only
 /// what no update reads: a loss is skipped, but not when an update reads it.
+/// `kernel_times` is a step too, timing one entry per kernel.
 fn updates_alone_match_full_steps_on(device: &Device) {
     let n = 1000;
     let g = Graph::new();
@@ -98,7 +99,7 @@ fn updates_alone_match_full_steps_on(device: &Device) {
     let u = g.param("u", [n / 2]);
     let u_loss = u.square().sum();
     updates.push((u, u - 1e-4 * u_loss * u));
-    let mut programs: Vec<_> = (0..2)
+    let mut programs: Vec<_> = (0..3)
         .map(|_| {
             let mut p = g.compile_with_updates(device, &[loss], &updates).unwrap();
             p.set_param("w", &start(21, n)).unwrap();
@@ -109,10 +110,21 @@ fn updates_alone_match_full_steps_on(device: &Device) {
     for _ in 0..5 {
         programs[0].step(&[]).unwrap();
         programs[1].update(&[]).unwrap();
+        let times = programs[2].kernel_times(&[]).unwrap();
+        let kernels = if device.is_gpu() {
+            programs[2].stats().dispatches
+        } else {
+            0
+        };
+        assert_eq!(times.len(), kernels);
+        assert!(times.iter().all(|k| k.ms.is_finite() && k.ms >= 0.0));
     }
     for name in ["w", "u"] {
-        let (a, b) = (programs[0].param(name), programs[1].param(name));
-        assert_eq!(a.unwrap(), b.unwrap(), "{name} on {}", device.describe());
+        let a = programs[0].param(name).unwrap();
+        for (k, b) in programs.iter().enumerate().skip(1) {
+            let b = b.param(name).unwrap();
+            assert_eq!(a, b, "{name}, program {k}, on {}", device.describe());
+        }
     }
     let (a, b) = (programs[0].run(&[]), programs[1].run(&[]));
     assert_eq!(a.unwrap(), b.unwrap(), "the loss after the steps");

@@ -108,9 +108,12 @@ impl GpuContext {
         let info = adapter.get_info();
         // Ask for everything the adapter offers, not WebGPU's small defaults.
         let adapter_limits = adapter.limits();
+        // Timestamps, where the adapter has them, time each kernel
+        // (`Program::kernel_times`); runs never write them.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgrad"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: adapter_limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,

@@ -6,10 +6,13 @@ use super::device::GpuContext;
 use super::schedule::{BufKind, Plan};
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
-use crate::program::{Outputs, Stats};
+use crate::program::{KernelTime, Outputs, Stats};
 use std::sync::Arc;
 
 struct Kernel {
+    label: String,
+    /// Bytes the kernel's bindings hold (what it reads and writes).
+    bytes: u64,
     /// Whether an update reads what the kernel writes (if not, it serves
     /// the outputs alone).
     for_updates: bool,
@@ -142,6 +145,12 @@ impl GpuProgram {
                 })
                 .collect();
             kernels.push(Kernel {
+                label: spec.label.clone(),
+                bytes: spec
+                    .bindings
+                    .iter()
+                    .map(|&(b, part, _)| plan.part_bytes(b, part))
+                    .sum(),
                 for_updates,
                 pipeline,
                 bind_groups,
@@ -242,13 +251,82 @@ impl GpuProgram {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.copy_out(&mut enc, buf, &staging);
         self.ctx.queue.submit([enc.finish()]);
-        let mut out = self.read(&[&staging])?;
+        let mut out = self.read::<f32>(&[&staging])?;
         Ok(out.pop().expect("one buffer read"))
     }
 
     /// One run: inputs in the program's input order; outputs read back if asked.
     pub fn run(&mut self, inputs: &[&[f32]], outputs: Outputs) -> Result<Vec<Vec<f32>>> {
-        let read_back = outputs == Outputs::ReadBack;
+        self.submit(inputs, outputs, None)?;
+        if outputs != Outputs::ReadBack {
+            return Ok(Vec::new());
+        }
+        let staging: Vec<&wgpu::Buffer> = self.staging.iter().collect();
+        let mut out = self.read::<f32>(&staging)?;
+        for (v, o) in out.iter_mut().zip(&self.outputs) {
+            v.truncate(self.plan.buffers[self.plan.stored[o]].numel);
+        }
+        Ok(out)
+    }
+
+    /// One run like `run(.., Outputs::Compute)`, each kernel in a compute
+    /// pass of its own between two timestamps: the GPU's time per kernel.
+    pub fn kernel_times(&mut self, inputs: &[&[f32]]) -> Result<Vec<KernelTime>> {
+        let device = &self.ctx.device;
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Gpu(format!(
+                "'{}' has no timestamp queries to time kernels with",
+                self.ctx.info.name
+            )));
+        }
+        let count = 2 * self.kernels.len() as u32;
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kernel times"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let size = 8 * count as u64;
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kernel times"),
+            size,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kernel times readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.submit(
+            inputs,
+            Outputs::Compute,
+            Some((&queries, &resolved, &staging)),
+        )?;
+        let ticks = self.read::<u64>(&[&staging])?.remove(0);
+        let ns_per_tick = self.ctx.queue.get_timestamp_period() as f64;
+        Ok(self
+            .kernels
+            .iter()
+            .zip(ticks.chunks(2))
+            .map(|(k, t)| KernelTime {
+                label: k.label.clone(),
+                ms: t[1].saturating_sub(t[0]) as f64 * ns_per_tick * 1e-6,
+                bytes: k.bytes,
+            })
+            .collect())
+    }
+
+    /// Write the inputs, encode the kernels `outputs` needs (and the copies
+    /// to readback buffers when it is `ReadBack`), submit once. With
+    /// `timed`, every kernel runs in its own pass between two timestamps,
+    /// resolved into the first buffer and copied into the second.
+    fn submit(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: Outputs,
+        timed: Option<(&wgpu::QuerySet, &wgpu::Buffer, &wgpu::Buffer)>,
+    ) -> Result<()> {
         for (k, data) in inputs.iter().enumerate() {
             self.write(self.input_buffer(k), data);
         }
@@ -256,23 +334,43 @@ impl GpuProgram {
             .ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("run"),
-                timestamp_writes: None,
-            });
-            let needed = |k: &&Kernel| outputs != Outputs::Skip || k.for_updates;
-            for k in self.kernels.iter().filter(needed) {
-                pass.set_pipeline(&k.pipeline);
-                pass.set_bind_group(
-                    0,
-                    &k.bind_groups[self.parity.min(k.bind_groups.len() - 1)],
-                    &[],
-                );
-                pass.dispatch_workgroups(k.workgroups, 1, 1);
+        let needed = |k: &&Kernel| outputs != Outputs::Skip || k.for_updates;
+        let encode = |pass: &mut wgpu::ComputePass, k: &Kernel| {
+            pass.set_pipeline(&k.pipeline);
+            pass.set_bind_group(
+                0,
+                &k.bind_groups[self.parity.min(k.bind_groups.len() - 1)],
+                &[],
+            );
+            pass.dispatch_workgroups(k.workgroups, 1, 1);
+        };
+        match timed {
+            None => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("run"),
+                    timestamp_writes: None,
+                });
+                for k in self.kernels.iter().filter(needed) {
+                    encode(&mut pass, k);
+                }
+            }
+            Some((queries, resolved, staging)) => {
+                for (i, k) in self.kernels.iter().filter(needed).enumerate() {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(&k.label),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: queries,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    encode(&mut pass, k);
+                }
+                enc.resolve_query_set(queries, 0..queries.count(), resolved, 0);
+                enc.copy_buffer_to_buffer(resolved, 0, staging, 0, resolved.size());
             }
         }
-        if read_back {
+        if outputs == Outputs::ReadBack {
             for (o, staging) in self.outputs.iter().zip(&self.staging) {
                 self.copy_out(&mut enc, self.plan.stored[o], staging);
             }
@@ -281,19 +379,11 @@ impl GpuProgram {
         if self.has_updates {
             self.parity ^= 1;
         }
-        if !read_back {
-            return Ok(Vec::new());
-        }
-        let staging: Vec<&wgpu::Buffer> = self.staging.iter().collect();
-        let mut out = self.read(&staging)?;
-        for (v, o) in out.iter_mut().zip(&self.outputs) {
-            v.truncate(self.plan.buffers[self.plan.stored[o]].numel);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Wait for the queue, then copy mapped readback buffers out.
-    fn read(&self, staging: &[&wgpu::Buffer]) -> Result<Vec<Vec<f32>>> {
+    fn read<T: bytemuck::Pod>(&self, staging: &[&wgpu::Buffer]) -> Result<Vec<Vec<T>>> {
         for s in staging {
             s.slice(..).map_async(wgpu::MapMode::Read, |r| {
                 if let Err(e) = r {
@@ -311,7 +401,7 @@ impl GpuProgram {
                 let view = s
                     .get_mapped_range(..)
                     .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
-                let v = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+                let v = bytemuck::cast_slice::<u8, T>(&view).to_vec();
                 drop(view);
                 s.unmap();
                 Ok(v)
@@ -336,9 +426,7 @@ impl GpuProgram {
         };
         for k in &self.plan.kernels {
             for &(b, part, write) in &k.bindings {
-                let numel = self.plan.buffers[b].numel;
-                let bytes =
-                    (numel - (part * self.plan.chunk).min(numel)).min(self.plan.chunk) as u64 * 4;
+                let bytes = self.plan.part_bytes(b, part);
                 if write {
                     s.bytes_written += bytes;
                 } else {

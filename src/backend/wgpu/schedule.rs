@@ -106,6 +106,14 @@ pub(crate) struct Plan {
     pub stored: HashMap<NodeId, BufId>,
 }
 
+impl Plan {
+    /// Bytes in part `part` of buffer `buf`.
+    pub fn part_bytes(&self, buf: BufId, part: usize) -> u64 {
+        let numel = self.buffers[buf].numel;
+        (numel - (part * self.chunk).min(numel)).min(self.chunk) as u64 * 4
+    }
+}
+
 /// What a program computes: `outputs`, and `updates` (param node, value node).
 pub(crate) struct Request<'a> {
     pub nodes: &'a [Node],
