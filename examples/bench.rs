@@ -11,7 +11,8 @@
 //! adds each GPU kernel's own time (timestamps; the median of `--reps` timed
 //! runs after the others) and bandwidth.
 //!
-//! One JSON line per result (with --json), then a table for people. Bytes
+//! One JSON line per result (with --json), then a table for people; "submit"
+//! is the part of a run spent before the GPU's work is submitted. Bytes
 //! moved come from the program's own accounting of what its kernels read and
 //! write; the floor is the fewest bytes the workload must move.
 
@@ -149,18 +150,21 @@ fn main() -> Result<()> {
                     continue;
                 }
             };
-            let run = |p: &mut Program| -> Result<f64> {
+            // The time of a run, and of its submission alone.
+            let run = |p: &mut Program| -> Result<(f64, f64)> {
                 let t = Instant::now();
                 p.step(&[])?;
+                let submitted = t.elapsed().as_secs_f64() * 1e3;
                 p.wait()?;
-                Ok(t.elapsed().as_secs_f64() * 1e3)
+                Ok((t.elapsed().as_secs_f64() * 1e3, submitted))
             };
             run(&mut prog)?;
             run(&mut prog)?;
             let times = (0..args.reps)
                 .map(|_| run(&mut prog))
                 .collect::<Result<Vec<_>>>()?;
-            let ms = median(times);
+            let submit_ms = median(times.iter().map(|t| t.1).collect());
+            let ms = median(times.iter().map(|t| t.0).collect());
             if args.kernels && device.is_gpu() {
                 let runs = (0..args.reps)
                     .map(|_| Ok(prog.kernel_times(&[])?))
@@ -189,7 +193,7 @@ fn main() -> Result<()> {
             let or_null = |v: String| if counted { v } else { "null".into() };
             if args.json {
                 println!(
-                    "{{\"workload\": \"{w}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_n\": {logn}, \"ms_median\": {ms:.4}, \"dispatches\": {}, \"bytes_moved\": {}, \"bytes_per_element\": {}, \"floor_bytes_per_element\": {}, \"device_bytes_held\": {}}}",
+                    "{{\"workload\": \"{w}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_n\": {logn}, \"ms_median\": {ms:.4}, \"submit_ms_median\": {submit_ms:.4}, \"dispatches\": {}, \"bytes_moved\": {}, \"bytes_per_element\": {}, \"floor_bytes_per_element\": {}, \"device_bytes_held\": {}}}",
                     args.backend,
                     or_null(s.dispatches.to_string()),
                     or_null(bytes.to_string()),
@@ -200,7 +204,7 @@ fn main() -> Result<()> {
             }
             let or_dash = |v: String| if counted { v } else { "-".into() };
             table.push(format!(
-                "| {w} | 2^{logn} | {ms:.3} | {} | {} | {:.0} | {} |",
+                "| {w} | 2^{logn} | {ms:.3} | {submit_ms:.3} | {} | {} | {:.0} | {} |",
                 or_dash(s.dispatches.to_string()),
                 or_dash(format!("{per_elem:.2}")),
                 floor_bytes_per_element(w),
@@ -216,8 +220,10 @@ fn main() -> Result<()> {
         }
     }
     println!("\ndevice: {adapter}");
-    println!("| workload | n | ms (median) | dispatches | bytes/element | floor | GB/s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| workload | n | ms (median) | submit ms | dispatches | bytes/element | floor | GB/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for row in table {
         println!("{row}");
     }

@@ -1,20 +1,30 @@
 // A fused element-wise kernel: every output of this kernel has LEN elements,
 // and each is computed at its own flat index `idx` by the generated BODY
 // (which loads operands, recomputes any fused producers, and stores).
-// A grid-stride loop covers any LEN with at most the adapter's number of
-// workgroups per dimension.
+// Each thread takes UNROLL elements a workgroup apart, written out by the
+// code generator (UNROLLED; CHECKED where the last ones may be past the
+// end), so that their loads are in flight together. A grid-stride loop
+// covers any LEN with at most the adapter's number of workgroups per
+// dimension.
 {{PRELUDE}}
 {{BINDINGS}}
 
 const LEN: u32 = {{LEN}}u;
+const WG: u32 = 256u;
+const UNROLL: u32 = {{UNROLL}}u;
 
 @compute @workgroup_size(256)
 fn main(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
 ) {
-    let stride = nwg.x * 256u;
-    for (var idx: u32 = gid.x; idx < LEN; idx += stride) {
-{{BODY}}
+    let stride = nwg.x * WG * UNROLL;
+    for (var first: u32 = wid.x * WG * UNROLL + lid; first < LEN; first += stride) {
+        if (first + (UNROLL - 1u) * WG < LEN) {
+{{UNROLLED}}
+        } else {
+{{CHECKED}}
+        }
     }
 }

@@ -4,7 +4,8 @@
 // cut into GROUPS chunks of CHUNK elements; slot = output * GROUPS + chunk,
 // and each workgroup folds the slots wid.x, wid.x + nwg.x, … into dst[slot].
 // With GROUPS > 1 a second pass of this same template folds the chunks.
-// Every thread folds a fixed, strided set of elements and the tree
+// Every thread folds a fixed, strided set of elements (UNROLL at a time,
+// into as many accumulators, then combined in a fixed order) and the tree
 // (tree.wgsl) has a fixed shape, so the same inputs give the same bits on
 // every run; STORE writes the fold, `total`.
 //
@@ -21,6 +22,7 @@ const SLOTS: u32 = {{SLOTS}}u;
 const GROUPS: u32 = {{GROUPS}}u;
 const REDUCE_LEN: u32 = {{REDUCE_LEN}}u;
 const CHUNK: u32 = {{CHUNK}}u;
+const UNROLL: u32 = {{UNROLL}}u;
 
 {{TREE}}
 
@@ -39,13 +41,21 @@ fn main(
         let lo = (slot % GROUPS) * CHUNK;
         let hi = min(lo + CHUNK, REDUCE_LEN);
         let base: u32 = {{BASE}};
-        var acc: f32 = {{IDENTITY}};
-        for (var r: u32 = lo + lid; r < hi; r += WG) {
+        // UNROLL elements at a time into as many accumulators (written out
+        // by the code generator: acc0, acc1, …), so that their loads are in
+        // flight together; the rest one at a time into acc0.
+{{ACCS}}
+        var r0: u32 = lo + lid;
+        for (; r0 + (UNROLL - 1u) * WG < hi; r0 += UNROLL * WG) {
+{{UNROLLED}}
+        }
+        for (; r0 < hi; r0 += WG) {
+            let r = r0;
             let idx: u32 = base + {{OFFSET}};
 {{BODY}}
-            acc = combine(acc, {{VALUE}});
+            acc0 = combine(acc0, {{VALUE}});
         }
-        let total = tree(lid, array<f32, 1u>(acc))[0];
+        let total = tree(lid, array<f32, 1u>({{ACC}}))[0];
         if (lid == 0u) {
             {{STORE}}
         }

@@ -9,6 +9,9 @@ use crate::graph::NodeId;
 use crate::program::{KernelTime, Outputs, Stats};
 use std::sync::Arc;
 
+/// How long `wait` polls before it blocks.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 struct Kernel {
     label: String,
     /// Bytes the kernel's bindings hold (what it reads and writes).
@@ -391,10 +394,7 @@ impl GpuProgram {
                 }
             });
         }
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.wait()?;
         staging
             .iter()
             .map(|s| {
@@ -409,13 +409,30 @@ impl GpuProgram {
             .collect()
     }
 
-    /// Block until all submitted work is done.
+    /// Block until all submitted work is done. On a hardware GPU, poll in
+    /// a loop for up to `SPIN` first: a short run ends sooner than a thread
+    /// asleep in the driver's wait wakes. A software adapter's work runs on
+    /// the CPU the loop would take, so it blocks at once.
     pub fn wait(&self) -> Result<()> {
-        self.ctx
-            .device
+        let device = &self.ctx.device;
+        let failed = |e: wgpu::PollError| Error::Gpu(format!("waiting for the GPU: {e}"));
+        if !self.ctx.is_software() {
+            let start = std::time::Instant::now();
+            while start.elapsed() < SPIN {
+                if device
+                    .poll(wgpu::PollType::Poll)
+                    .map_err(failed)?
+                    .is_queue_empty()
+                {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+            .map_err(failed)
     }
 
     pub fn stats(&self) -> Stats {

@@ -40,13 +40,19 @@ const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
-/// Row-then-column fusion folds this many rows' trees at once (one set of
-/// barriers for them all; a workgroup's rows, 32 or more but for the last
-/// workgroup, need not be a multiple).
-const ROWS_AT_ONCE: usize = 8;
+/// Row-then-column fusion loads about this many elements per thread at
+/// once (a block of rows, `COLS_PER_THREAD` elements of each), and folds
+/// the block's trees together (one set of barriers for them all; a
+/// workgroup's rows, 32 or more but for the last workgroup, need not be a
+/// multiple), at most `MAX_ROWS_AT_ONCE` rows.
+const ROW_LOADS: usize = 32;
+const MAX_ROWS_AT_ONCE: usize = 8;
 /// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
 const MAX_COLS_PER_THREAD: usize = 16;
 const WORKGROUP: usize = 256;
+/// Element-wise kernels and reductions take this many elements per thread
+/// at once (their loads in flight together).
+const UNROLL: usize = 4;
 /// A reduction splits each output into chunks of about this many elements
 /// when it has too few outputs to fill the device.
 const CHUNK_TARGET: usize = 4096;
@@ -655,19 +661,35 @@ fn elementwise_kernels(
         None => {}
     }
     let label = format!("elementwise[{extent}] -> {:?}", ids(targets));
+    let copy = |u: usize, checked: bool| {
+        let body = if checked {
+            format!("if (idx < LEN) {{\n{}\n}}", e.body)
+        } else {
+            e.body.clone()
+        };
+        format!("{{\nlet idx = first + {}u;\n{body}\n}}\n", u * WORKGROUP)
+    };
     let wgsl = fill(
         ELEMENTWISE,
         &[
             ("BINDINGS", &e.declarations()),
             ("LEN", &extent.to_string()),
-            ("BODY", &e.body),
+            ("UNROLL", &UNROLL.to_string()),
+            (
+                "UNROLLED",
+                &(0..UNROLL).map(|u| copy(u, false)).collect::<String>(),
+            ),
+            (
+                "CHECKED",
+                &(0..UNROLL).map(|u| copy(u, true)).collect::<String>(),
+            ),
         ],
     );
     Ok(Fit::Kernels(vec![KernelSpec {
         label,
         wgsl,
         bindings: e.bindings(),
-        workgroups: dispatch_count(extent, WORKGROUP, limits),
+        workgroups: dispatch_count(extent, WORKGROUP * UNROLL, limits),
     }]))
 }
 
@@ -848,9 +870,26 @@ fn reduce_kernel(
     limits: &GpuLimits,
 ) -> Result<KernelSpec> {
     let short = groups == 1 && len <= SHORT_REDUCE;
+    let identity = f32_literal(op.identity());
+    let accs: String = (0..UNROLL)
+        .map(|u| format!("var acc{u}: f32 = {identity};\n"))
+        .collect();
+    let unrolled: String = (0..UNROLL)
+        .map(|u| {
+            let combine = op.wgsl(&format!("acc{u}"), value);
+            format!(
+                "{{\nlet r = r0 + {}u;\nlet idx: u32 = base + {offset};\n{body}\nacc{u} = {combine};\n}}\n",
+                u * WORKGROUP
+            )
+        })
+        .collect();
     let wgsl = fill(
         if short { REDUCE_SHORT } else { REDUCE },
         &[
+            ("UNROLL", &UNROLL.to_string()),
+            ("ACCS", &accs),
+            ("UNROLLED", &unrolled),
+            ("ACC", &fold_accumulators(op, UNROLL)),
             ("BINDINGS", &e.declarations()),
             ("SLOTS", &slots.to_string()),
             ("GROUPS", &groups.to_string()),
@@ -861,7 +900,7 @@ fn reduce_kernel(
             ("BODY", body),
             ("VALUE", value),
             ("STORE", store),
-            ("IDENTITY", &f32_literal(op.identity())),
+            ("IDENTITY", &identity),
             ("TREE", TREE),
             ("TREE_N", "1"),
             ("TREE_COMBINE", &op.wgsl("scratch[k]", "scratch[k + s]")),
@@ -875,6 +914,22 @@ fn reduce_kernel(
         bindings: e.bindings(),
         workgroups: dispatch_count(slots, per_group, limits),
     })
+}
+
+/// WGSL folding accumulators `acc0..acc{n-1}` pairwise, in a fixed order.
+fn fold_accumulators(op: ReduceOp, n: usize) -> String {
+    let mut terms: Vec<String> = (0..n).map(|u| format!("acc{u}")).collect();
+    while terms.len() > 1 {
+        terms = terms
+            .chunks(2)
+            .map(|p| match p {
+                [a, b] => op.wgsl(a, b),
+                [a] => a.clone(),
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    terms.remove(0)
 }
 
 /// A sum over consecutive axes (together `k`) of a product `p · q` where `p`
@@ -1134,6 +1189,106 @@ fn per_row(
     }
 }
 
+/// The straight-line folds of `shaders/rowcol.wgsl`: a block of
+/// `rows_at_once` rows, each thread `cols` elements of each row.
+struct RowColFolds {
+    cols: usize,
+    rows_at_once: usize,
+    row_len: usize,
+    /// WGSL: a row's first source index, in `slot`.
+    slot: String,
+    /// WGSL: the source offset of row element `r`.
+    offset: String,
+}
+
+impl RowColFolds {
+    /// The source index `idx` of row `b` of the block, element `k` of the
+    /// thread, both clamped to a valid neighbour, and `keep`: whether they
+    /// needed no clamping.
+    fn element(&self, b: usize, k: usize) -> String {
+        let row = format!("let slot = min(block + {b}u, last - 1u);");
+        let first = k * WORKGROUP;
+        let (col, partial) = if first + WORKGROUP <= self.row_len {
+            (format!("let r = lid + {first}u;"), false)
+        } else {
+            (format!("let r = min(lid + {first}u, ROW_LEN - 1u);"), true)
+        };
+        let keep = if partial {
+            format!("let keep = block + {b}u < last && lid + {first}u < ROW_LEN;")
+        } else {
+            format!("let keep = block + {b}u < last;")
+        };
+        let idx = format!("let idx: u32 = {} + {};", self.slot, self.offset);
+        format!("{row}\n{col}\n{keep}\n{idx}")
+    }
+
+    fn fold(&self, op: ReduceOp, b: usize, k: usize, acc: &str, body: &str, value: &str) -> String {
+        let element = self.element(b, k);
+        let identity = f32_literal(op.identity());
+        let combine = op.wgsl(acc, &format!("select({identity}, {value}, keep)"));
+        format!("{{\n{element}\n{body}\n{acc} = {combine};\n}}\n")
+    }
+
+    fn rows(&self, op: ReduceOp, body: &str, value: &str) -> String {
+        let identity = f32_literal(op.identity());
+        (0..self.rows_at_once)
+            .map(|b| {
+                let acc = format!("acc{b}");
+                let folds: String = (0..self.cols)
+                    .map(|k| self.fold(op, b, k, &acc, body, value))
+                    .collect();
+                format!("var {acc}: f32 = {identity};\n{folds}")
+            })
+            .collect()
+    }
+
+    fn accs(&self) -> String {
+        let accs: Vec<String> = (0..self.rows_at_once).map(|b| format!("acc{b}")).collect();
+        accs.join(", ")
+    }
+
+    /// Each row's result, stored by the first thread (`store` in `slot`
+    /// and `total`).
+    fn stores(&self, store: &str) -> String {
+        (0..self.rows_at_once)
+            .map(|b| {
+                format!(
+                    "if (lid == 0u && block + {b}u < last) {{\nlet slot = block + {b}u;\nlet total = totals[{b}];\n{store}\n}}\n"
+                )
+            })
+            .collect()
+    }
+
+    fn columns(&self, op: ReduceOp, body: &str, value: &str) -> String {
+        (0..self.rows_at_once)
+            .flat_map(|b| (0..self.cols).map(move |k| (b, k)))
+            .map(|(b, k)| {
+                let body = format!("let total = totals[{b}];\n{body}");
+                self.fold(op, b, k, &format!("col{k}"), &body, value)
+            })
+            .collect()
+    }
+
+    fn declare_cols(&self, op: ReduceOp) -> String {
+        let identity = f32_literal(op.identity());
+        (0..self.cols)
+            .map(|k| format!("var col{k}: f32 = {identity};\n"))
+            .collect()
+    }
+
+    /// Each column accumulator stored (`store` in `col` and `value`).
+    fn store_partials(&self, store: &str) -> String {
+        (0..self.cols)
+            .map(|k| {
+                let first = k * WORKGROUP;
+                format!(
+                    "{{\nlet col = lid + {first}u;\nlet value = col{k};\nif (col < ROW_LEN) {{\n{store}\n}}\n}}\n"
+                )
+            })
+            .collect()
+    }
+}
+
 /// The fused kernel of a row reduction `r1` and a column reduction `r2`
 /// (see `shaders/rowcol.wgsl`), then the pass folding `r2`'s partials.
 fn rowcol(
@@ -1181,7 +1336,7 @@ fn rowcol(
     e.substitute(r1.node, "total");
     let value2 = e.value(o2, "idx");
     let body2 = e.take_body();
-    let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "cols[k]");
+    let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "value");
     let mut all = vec![r1.node, r2.node];
     all.extend(ids(epilogue1));
     if let Some(fit) = fits(&e, nodes, loads, &all, limits)? {
@@ -1192,6 +1347,13 @@ fn rowcol(
         r1.node.index(),
         r2.node.index()
     );
+    let folds = RowColFolds {
+        cols: row_len.div_ceil(WORKGROUP),
+        rows_at_once: (ROW_LOADS / row_len.div_ceil(WORKGROUP)).clamp(1, MAX_ROWS_AT_ONCE),
+        row_len,
+        slot: strided_expr(&base, "slot"),
+        offset: strided_expr(&offset, "r"),
+    };
     let wgsl = fill(
         ROWCOL,
         &[
@@ -1199,22 +1361,15 @@ fn rowcol(
             ("ROWS", &rows.to_string()),
             ("ROW_LEN", &row_len.to_string()),
             ("ROWS_PER_GROUP", &rows_per_group.to_string()),
-            ("COLS_PER_THREAD", &row_len.div_ceil(WORKGROUP).to_string()),
             ("TREE", TREE),
-            ("TREE_N", &ROWS_AT_ONCE.to_string()),
+            ("TREE_N", &folds.rows_at_once.to_string()),
             ("TREE_COMBINE", &op1.wgsl("scratch[k]", "scratch[k + s]")),
-            ("COMBINE1", &op1.wgsl("acc", "x")),
-            ("COMBINE2", &op2.wgsl("acc", "x")),
-            ("IDENTITY1", &f32_literal(op1.identity())),
-            ("IDENTITY2", &f32_literal(op2.identity())),
-            ("BASE", &strided_expr(&base, "slot")),
-            ("OFFSET", &strided_expr(&offset, "r")),
-            ("BODY1", &body1),
-            ("VALUE1", &value1),
-            ("STORE1", &format!("{store1}\n{tail1}")),
-            ("BODY2", &body2),
-            ("VALUE2", &value2),
-            ("STORE_PARTIAL", &store_partial),
+            ("COLS", &folds.declare_cols(*op2)),
+            ("ROW_FOLDS", &folds.rows(*op1, &body1, &value1)),
+            ("ACCS", &folds.accs()),
+            ("STORES", &folds.stores(&format!("{store1}\n{tail1}"))),
+            ("COLUMN_FOLDS", &folds.columns(*op2, &body2, &value2)),
+            ("STORE_PARTIALS", &folds.store_partials(&store_partial)),
         ],
     );
     let first = KernelSpec {
