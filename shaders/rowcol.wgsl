@@ -3,9 +3,11 @@
 // backward halves of a matrix-vector product, as in a logistic-regression
 // step: z = X·v, then ∇v = Xᵀ·g(z)).
 //
-// The tensor is viewed as ROWS rows of ROW_LEN elements. Each workgroup
-// takes ROWS_PER_GROUP consecutive rows, TREE_N at a time; thread `lid`
-// takes the row elements lid, lid + WG, … (COLS_PER_THREAD of them). The
+// The tensor is viewed as ROWS rows of ROW_LEN elements, in blocks of
+// TREE_N rows. Workgroup `group` takes blocks group, group + GROUPS, …, so
+// that the workgroups sweep the tensor together (a compact window of pages
+// at any time, not a stream per workgroup), a block at a time; thread `lid`
+// takes the row elements lid, lid + WG, … of each. The
 // code generator writes the folds out in straight lines, one block per row
 // and column, so that every load of a block of rows is in flight at once
 // and the accumulators are registers: ROW_FOLDS folds the first operand
@@ -24,8 +26,7 @@
 const WG: u32 = 256u;
 const ROWS: u32 = {{ROWS}}u;
 const ROW_LEN: u32 = {{ROW_LEN}}u;
-const ROWS_PER_GROUP: u32 = {{ROWS_PER_GROUP}}u;
-const GROUPS: u32 = (ROWS + ROWS_PER_GROUP - 1u) / ROWS_PER_GROUP;
+const GROUPS: u32 = {{GROUPS}}u;
 
 {{TREE}}
 
@@ -37,10 +38,9 @@ fn main(
 ) {
     for (var group: u32 = wid.x; group < GROUPS; group += nwg.x) {
 {{COLS}}
-        let first = group * ROWS_PER_GROUP;
-        let last = min(first + ROWS_PER_GROUP, ROWS);
-        // TREE_N rows at a time: their trees share their barriers.
-        for (var block: u32 = first; block < last; block += TREE_N) {
+        // Blocks of TREE_N rows: block `group`, then `group + GROUPS`, …
+        for (var block: u32 = group * TREE_N; block < ROWS; block += GROUPS * TREE_N) {
+            let last = min(block + TREE_N, ROWS);
 {{ROW_FOLDS}}
             let totals = tree(lid, array<f32, TREE_N>({{ACCS}}));
 {{STORES}}

@@ -165,3 +165,31 @@ fn row_and_column_sums_over_many_short_rows_match_the_cpu() {
     let data = [("x".to_string(), sample(&mut r, rows * d, Domain::Any))];
     check_against_reference(&gpu, &g, &[z, c], &data, 1e-3, "37,000 rows of 3");
 }
+
+#[test]
+fn long_sums_and_maxima_with_a_partial_last_tile_match_the_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    // One chunk per output, and many chunks (the workgroups sweep the
+    // tensor in interleaved tiles); both lengths end in a partial tile,
+    // which holds the maximum.
+    for n in [3_001usize, 1_000_003] {
+        let g = Graph::new();
+        let x = g.input("x", [n]);
+        let y = x.square() + 1.0;
+        let outputs = [y.sum(), y.max_all(), (y * 3.0).sum()];
+        let mut xs: Vec<f32> = sample(&mut rng(n as u64), n, Domain::Any)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        xs[n - 2] = 50.0;
+        let data = [("x", xs.as_slice())];
+        let got = g.compile(&gpu, &outputs).unwrap().run(&data).unwrap();
+        let want = g
+            .compile(&Device::cpu(), &outputs)
+            .unwrap()
+            .run(&data)
+            .unwrap();
+        assert_close(&format!("n = {n}"), &got, &want, 1e-5);
+    }
+}

@@ -726,7 +726,6 @@ fn reduction(
     } else {
         len.div_ceil(CHUNK_TARGET).min(MAX_CHUNKS)
     };
-    let chunk = len.div_ceil(groups);
     let (base_map, offset_map) = StridedMap::reduction(in_shape, axes);
     let dst = if groups == 1 {
         target.buf
@@ -763,7 +762,6 @@ fn reduction(
         outs * groups,
         groups,
         len,
-        chunk,
         &strided_expr(&base_map, "o"),
         &strided_expr(&offset_map, "r"),
         &body,
@@ -842,7 +840,6 @@ fn fold_partials(
         outs,
         1,
         partials.groups,
-        partials.groups,
         &partials.base,
         &partials.offset,
         "",
@@ -861,7 +858,6 @@ fn reduce_kernel(
     slots: usize,
     groups: usize,
     len: usize,
-    chunk: usize,
     base: &str,
     offset: &str,
     body: &str,
@@ -874,27 +870,30 @@ fn reduce_kernel(
     let accs: String = (0..UNROLL)
         .map(|u| format!("var acc{u}: f32 = {identity};\n"))
         .collect();
-    let unrolled: String = (0..UNROLL)
-        .map(|u| {
-            let combine = op.wgsl(&format!("acc{u}"), value);
-            format!(
-                "{{\nlet r = r0 + {}u;\nlet idx: u32 = base + {offset};\n{body}\nacc{u} = {combine};\n}}\n",
-                u * WORKGROUP
-            )
-        })
-        .collect();
+    let copy = |u: usize, checked: bool| {
+        let combine = op.wgsl(&format!("acc{u}"), value);
+        let fold = format!("let idx: u32 = base + {offset};\n{body}\nacc{u} = {combine};");
+        let fold = if checked {
+            format!("if (r < REDUCE_LEN) {{\n{fold}\n}}")
+        } else {
+            fold
+        };
+        format!("{{\nlet r = r0 + {}u;\n{fold}\n}}\n", u * WORKGROUP)
+    };
+    let unrolled: String = (0..UNROLL).map(|u| copy(u, false)).collect();
+    let checked: String = (0..UNROLL).map(|u| copy(u, true)).collect();
     let wgsl = fill(
         if short { REDUCE_SHORT } else { REDUCE },
         &[
             ("UNROLL", &UNROLL.to_string()),
             ("ACCS", &accs),
             ("UNROLLED", &unrolled),
+            ("CHECKED", &checked),
             ("ACC", &fold_accumulators(op, UNROLL)),
             ("BINDINGS", &e.declarations()),
             ("SLOTS", &slots.to_string()),
             ("GROUPS", &groups.to_string()),
             ("REDUCE_LEN", &len.to_string()),
-            ("CHUNK", &chunk.to_string()),
             ("BASE", base),
             ("OFFSET", offset),
             ("BODY", body),
@@ -1360,7 +1359,7 @@ fn rowcol(
             ("BINDINGS", &e.declarations()),
             ("ROWS", &rows.to_string()),
             ("ROW_LEN", &row_len.to_string()),
-            ("ROWS_PER_GROUP", &rows_per_group.to_string()),
+            ("GROUPS", &groups.to_string()),
             ("TREE", TREE),
             ("TREE_N", &folds.rows_at_once.to_string()),
             ("TREE_COMBINE", &op1.wgsl("scratch[k]", "scratch[k + s]")),
