@@ -13,7 +13,7 @@ mkdir -p "$out"
 # shellcheck disable=SC1091
 source .gpu/env.sh
 nvidia-smi --query-gpu=name,memory.total,clocks.max.mem --format=csv >"$out/gpu.txt" 2>&1
-./target/release/examples/bench --backend gpu --sizes "$sizes" --json >"$out/wgrad.jsonl" 2>"$out/wgrad.log"
+./target/release/examples/bench --backend gpu --sizes "$sizes" --json --kernels >"$out/wgrad.jsonl" 2>"$out/wgrad.log"
 python3 .gpu/anchors.py --sizes "$sizes" >"$out/anchors.jsonl" 2>"$out/anchors.log"
 cat "$out/gpu.txt"
 grep -v '^{' "$out/wgrad.jsonl"
