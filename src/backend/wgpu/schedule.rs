@@ -1166,31 +1166,32 @@ struct RowColFolds {
 }
 
 impl RowColFolds {
-    /// The source index `idx` of row `b` of the block, element `k` of the
-    /// thread, both clamped to a valid neighbour, and `keep`: whether they
-    /// needed no clamping.
-    fn element(&self, b: usize, k: usize) -> String {
-        let row = format!("let slot = min(block + {b}u, last - 1u);");
-        let first = k * WORKGROUP;
-        let (col, partial) = if first + WORKGROUP <= self.row_len {
-            (format!("let r = lid + {first}u;"), false)
-        } else {
-            (format!("let r = min(lid + {first}u, ROW_LEN - 1u);"), true)
-        };
-        let keep = if partial {
-            format!("let keep = block + {b}u < last && lid + {first}u < ROW_LEN;")
-        } else {
-            format!("let keep = block + {b}u < last;")
-        };
-        let idx = format!("let idx: u32 = {} + {};", self.slot, self.offset);
-        format!("{row}\n{col}\n{keep}\n{idx}")
+    /// Row `b` of the block: `inner` with `slot`, the row's index, clamped
+    /// to the last row.
+    fn row(&self, b: usize, inner: &str) -> String {
+        format!("{{\nlet slot = min(block + {b}u, last - 1u);\n{inner}}}\n")
     }
 
+    /// Inside row `b`, element `k` of the thread folded into `acc`: its
+    /// source index `idx`, clamped to a valid neighbour, and `keep`, whether
+    /// it needed no clamping (the select leaves the rest out).
     fn fold(&self, op: ReduceOp, b: usize, k: usize, acc: &str, body: &str, value: &str) -> String {
-        let element = self.element(b, k);
+        let first = k * WORKGROUP;
+        let (col, keep) = if first + WORKGROUP <= self.row_len {
+            (
+                format!("let r = lid + {first}u;"),
+                format!("let keep = block + {b}u < last;"),
+            )
+        } else {
+            (
+                format!("let r = min(lid + {first}u, ROW_LEN - 1u);"),
+                format!("let keep = block + {b}u < last && lid + {first}u < ROW_LEN;"),
+            )
+        };
+        let idx = format!("let idx: u32 = {} + {};", self.slot, self.offset);
         let identity = f32_literal(op.identity());
         let combine = op.wgsl(acc, &format!("select({identity}, {value}, keep)"));
-        format!("{{\n{element}\n{body}\n{acc} = {combine};\n}}\n")
+        format!("{{\n{col}\n{keep}\n{idx}\n{body}\n{acc} = {combine};\n}}\n")
     }
 
     fn rows(&self, op: ReduceOp, body: &str, value: &str) -> String {
@@ -1201,7 +1202,7 @@ impl RowColFolds {
                 let folds: String = (0..self.cols)
                     .map(|k| self.fold(op, b, k, &acc, body, value))
                     .collect();
-                format!("var {acc}: f32 = {identity};\n{folds}")
+                format!("var {acc}: f32 = {identity};\n{}", self.row(b, &folds))
             })
             .collect()
     }
@@ -1223,12 +1224,15 @@ impl RowColFolds {
             .collect()
     }
 
-    fn columns(&self, op: ReduceOp, body: &str, value: &str) -> String {
+    /// The column folds of each row: `per_row` once (the row's result in
+    /// `total`), then each element's `body`.
+    fn columns(&self, op: ReduceOp, per_row: &str, body: &str, value: &str) -> String {
         (0..self.rows_at_once)
-            .flat_map(|b| (0..self.cols).map(move |k| (b, k)))
-            .map(|(b, k)| {
-                let body = format!("let total = totals[{b}];\n{body}");
-                self.fold(op, b, k, &format!("col{k}"), &body, value)
+            .map(|b| {
+                let folds: String = (0..self.cols)
+                    .map(|k| self.fold(op, b, k, &format!("col{k}"), body, value))
+                    .collect();
+                self.row(b, &format!("let total = totals[{b}];\n{per_row}\n{folds}"))
             })
             .collect()
     }
@@ -1250,6 +1254,40 @@ impl RowColFolds {
                 )
             })
             .collect()
+    }
+}
+
+/// The broadcasts over `shape` of one value per row (of the row
+/// reduction's kept-dims shape `rows`) that `id` reads at its own index,
+/// through element-wise ops: each is one value over a row, at the row's
+/// index in the broadcast's operand.
+fn row_broadcasts(
+    id: NodeId,
+    shape: &Shape,
+    rows: &Shape,
+    nodes: &[Node],
+    loads: &HashMap<NodeId, BufId>,
+    out: &mut Vec<NodeId>,
+) {
+    if loads.contains_key(&id) || out.contains(&id) {
+        return;
+    }
+    let node = &nodes[id.index()];
+    match node.op {
+        Op::Unary(_) | Op::Binary(_) | Op::Select => {
+            for &j in &node.inputs {
+                row_broadcasts(j, shape, rows, nodes, loads, out);
+            }
+        }
+        Op::Broadcast if node.shape == *shape => {
+            let input = &nodes[node.inputs[0].index()].shape;
+            let mut padded = vec![1; shape.rank() - input.rank()];
+            padded.extend(&input.0);
+            if padded == rows.0 {
+                out.push(id);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1298,6 +1336,16 @@ fn rowcol(
     let store1 = e.store_statement(r1.buf, "slot", "total");
     let tail1 = emit_epilogue(&mut e, loads, r1.node, epilogue1);
     e.substitute(r1.node, "total");
+    // What the column operand reads one value per row of is computed once
+    // per row (a logistic-regression step's g(z): an exp and a division
+    // per row, not per element).
+    let mut hoisted = Vec::new();
+    row_broadcasts(o2, shape, &n1.shape, nodes, loads, &mut hoisted);
+    for h in hoisted {
+        let v = e.value(nodes[h.index()].inputs[0], "slot");
+        e.substitute(h, &v);
+    }
+    let per_row = e.take_body();
     let value2 = e.value(o2, "idx");
     let body2 = e.take_body();
     let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "value");
@@ -1332,7 +1380,10 @@ fn rowcol(
             ("ROW_FOLDS", &folds.rows(*op1, &body1, &value1)),
             ("ACCS", &folds.accs()),
             ("STORES", &folds.stores(&format!("{store1}\n{tail1}"))),
-            ("COLUMN_FOLDS", &folds.columns(*op2, &body2, &value2)),
+            (
+                "COLUMN_FOLDS",
+                &folds.columns(*op2, &per_row, &body2, &value2),
+            ),
             ("STORE_PARTIALS", &folds.store_partials(&store_partial)),
         ],
     );
