@@ -161,6 +161,58 @@ fn a_row_and_column_reduction_too_wide_to_fuse_run_apart() {
 }
 
 #[test]
+fn a_fused_row_and_column_reduction_under_small_limits_matches_the_cpu() {
+    // X of 300 x 200 in 64 KiB bindings is 4 parts; with 3 workgroups each
+    // takes several of the 10 groups of rows. Both still fuse into one pass.
+    let limits = [
+        GpuOptions {
+            max_storage_binding: Some(64 << 10),
+            ..Default::default()
+        },
+        GpuOptions {
+            max_workgroups: Some(3),
+            ..Default::default()
+        },
+    ];
+    for options in limits {
+        let Some(dev) = small_gpu(options.clone()) else {
+            return;
+        };
+        let (rows, d) = (300, 200);
+        let g = Graph::new();
+        let x = g.input("x", [rows, d]);
+        let t = g.input("t", [rows, 1]);
+        let v = g.param("v", [d, 1]);
+        let loss = x.matmul(v).logistic_loss(t);
+        let dv = g.grad(loss, &[v])[0];
+        let mut r = rng(17);
+        let data = as_f32(&[
+            ("x".into(), sample(&mut r, rows * d, Domain::Any)),
+            ("t".into(), sample(&mut r, rows, Domain::Any)),
+        ]);
+        let v0 = vec![0.1f32; d];
+        let mut results = Vec::new();
+        for device in [dev, Device::cpu()] {
+            let mut p = g
+                .compile_with_updates(&device, &[loss], &[(v, v - 0.1 * dv)])
+                .unwrap();
+            if device.is_gpu() {
+                let fused = p.kernels_wgsl().iter().any(|k| k.contains("ROW_LEN"));
+                assert!(fused, "{options:?}: the step is one pass over X");
+            }
+            p.set_param("v", &v0).unwrap();
+            let mut out = Vec::new();
+            for _ in 0..2 {
+                out.push(p.run(&view(&data)).unwrap().remove(0));
+            }
+            out.push(p.param("v").unwrap());
+            results.push(out);
+        }
+        assert_close(&format!("{options:?}"), &results[0], &results[1], 1e-4);
+    }
+}
+
+#[test]
 fn a_tensor_needing_more_bindings_than_a_kernel_has_is_refused() {
     // 64 KiB bindings (16,384 floats) and 4 buffers per kernel: a tensor
     // of three parts is read with one binding to spare; one of four is not.
