@@ -153,3 +153,23 @@ fn negations_folded_into_their_neighbours_keep_their_signs() {
         .collect();
     check_against_reference(&Device::cpu_f32(), &g, &outputs, &data, 1e-5, "negations");
 }
+
+#[test]
+fn constants_fold_at_plan_time_to_the_bits_the_tape_computes() {
+    // 0.1 · 0.3 in f32 (0.030000001) is not 0.1 · 0.3 in f64 rounded to
+    // f32 (0.03): folded once per program, it must still be the former.
+    let g = Graph::new();
+    let x = g.input("x", [5]);
+    let c = g.constant(0.1) * g.constant(0.3);
+    let d = (g.constant(0.7) / g.constant(0.1) - g.constant(0.3)).exp();
+    let y = x * c + d;
+    let xs = [1.0f32, -2.0, 3.5, 0.25, 7.0];
+    let got = g
+        .compile(&Device::cpu_f32(), &[y])
+        .unwrap()
+        .run(&[("x", &xs)])
+        .unwrap();
+    let (c32, d32) = (0.1f32 * 0.3f32, (0.7f32 / 0.1f32 - 0.3f32).exp());
+    let want: Vec<f32> = xs.iter().map(|&v| v * c32 + d32).collect();
+    assert_eq!(got[0], want);
+}

@@ -447,6 +447,8 @@ impl<'a> Builder<'a> {
             }
         }
         fold_negations(&mut self.tape, &mut self.next);
+        fold_constants(&mut self.tape);
+        drop_unread(&mut self.tape);
         let regs = allocate_registers(&mut self.tape);
         Pass {
             extent,
@@ -640,7 +642,7 @@ impl<'a> Builder<'a> {
 /// `x + y`, and `-(s · y)` for a uniform `s` is `(-s) · y`, the scalar
 /// negated once per chunk rather than every element. The tape is still
 /// in SSA form; `next` is its next free register.
-fn fold_negations(tape: &mut Vec<Instr>, next: &mut Reg) {
+fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
     let mut uses: HashMap<Reg, usize> = HashMap::new();
     for instr in tape.iter_mut() {
         let dst = instr.dst();
@@ -741,26 +743,67 @@ fn fold_negations(tape: &mut Vec<Instr>, next: &mut Reg) {
             _ => {}
         }
     }
-    // Negations no longer read.
-    let mut read = std::collections::HashSet::new();
+}
+
+/// Compute at plan time what depends on constants alone (autodiff leaves
+/// `1 · 100 · 2` and the like, and `fold_negations` scalars to negate),
+/// with the same f32 operations the tape would run on them: the same bits,
+/// without an instruction per chunk for each.
+fn fold_constants(tape: &mut [Instr]) {
+    let mut known: HashMap<Reg, f32> = HashMap::new();
     for instr in tape.iter_mut() {
-        let dst = instr.dst();
-        read.extend(
-            instr
-                .regs_mut()
-                .into_iter()
-                .map(|r| *r)
-                .filter(|&r| Some(r) != dst),
-        );
+        let folded = match *instr {
+            Instr::Const { dst, value } => {
+                known.insert(dst, value);
+                None
+            }
+            Instr::Unary {
+                dst,
+                op,
+                a,
+                set: SCALAR,
+            } => known.get(&a).map(|&x| (dst, op.cpu(x))),
+            Instr::Binary {
+                dst,
+                op,
+                a,
+                b,
+                set: SCALAR,
+                ..
+            } => match (known.get(&a), known.get(&b)) {
+                (Some(&x), Some(&y)) => Some((dst, op.cpu(x, y))),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((dst, value)) = folded {
+            *instr = Instr::Const { dst, value };
+            known.insert(dst, value);
+        }
     }
-    tape.retain(|i| match *i {
-        Instr::Unary {
-            dst,
-            op: UnaryOp::Neg,
-            ..
-        } => read.contains(&dst),
-        _ => true,
-    });
+}
+
+/// Drop the instructions whose results nothing reads (negations folded
+/// away, constants folded into others).
+fn drop_unread(tape: &mut Vec<Instr>) {
+    loop {
+        let mut read = std::collections::HashSet::new();
+        for instr in tape.iter_mut() {
+            let dst = instr.dst();
+            read.extend(
+                instr
+                    .regs_mut()
+                    .into_iter()
+                    .map(|r| *r)
+                    .filter(|&r| Some(r) != dst),
+            );
+        }
+        let before = tape.len();
+        tape.retain(|i| i.dst().is_none_or(|d| read.contains(&d)));
+        if tape.len() == before {
+            return;
+        }
+    }
 }
 
 /// Give the tape's values physical registers, reusing a register once its
