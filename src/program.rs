@@ -535,6 +535,9 @@ impl Program {
     /// little time of their own. An error on an adapter without timestamp
     /// queries.
     pub fn kernel_times(&mut self, inputs: &[(&str, &[f32])]) -> Result<Vec<KernelTime>> {
+        if let Exec::Gpu(g) = &self.exec {
+            g.check_timestamps()?;
+        }
         let data = self.feeds(inputs)?;
         match &mut self.exec {
             Exec::Gpu(g) => g.kernel_times(&data),

@@ -260,7 +260,7 @@ impl GpuProgram {
 
     /// One run: inputs in the program's input order; outputs read back if asked.
     pub fn run(&mut self, inputs: &[&[f32]], outputs: Outputs) -> Result<Vec<Vec<f32>>> {
-        self.submit(inputs, outputs, None)?;
+        self.submit(inputs, outputs, None);
         if outputs != Outputs::ReadBack {
             return Ok(Vec::new());
         }
@@ -272,16 +272,28 @@ impl GpuProgram {
         Ok(out)
     }
 
-    /// One run like `run(.., Outputs::Compute)`, each kernel in a compute
-    /// pass of its own between two timestamps: the GPU's time per kernel.
-    pub fn kernel_times(&mut self, inputs: &[&[f32]]) -> Result<Vec<KernelTime>> {
-        let device = &self.ctx.device;
-        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(Error::Gpu(format!(
+    /// Whether the device can time kernels (`kernel_times`).
+    pub fn check_timestamps(&self) -> Result<()> {
+        if self
+            .ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            Ok(())
+        } else {
+            Err(Error::Gpu(format!(
                 "'{}' has no timestamp queries to time kernels with",
                 self.ctx.info.name
-            )));
+            )))
         }
+    }
+
+    /// One run like `run(.., Outputs::Compute)`, each kernel in a compute
+    /// pass of its own between two timestamps: the GPU's time per kernel
+    /// (on a device that passes `check_timestamps`).
+    pub fn kernel_times(&mut self, inputs: &[&[f32]]) -> Result<Vec<KernelTime>> {
+        let device = &self.ctx.device;
         let count = 2 * self.kernels.len() as u32;
         let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("kernel times"),
@@ -305,7 +317,7 @@ impl GpuProgram {
             inputs,
             Outputs::Compute,
             Some((&queries, &resolved, &staging)),
-        )?;
+        );
         let ticks = self.read::<u64>(&[&staging])?.remove(0);
         let ns_per_tick = self.ctx.queue.get_timestamp_period() as f64;
         Ok(self
@@ -329,7 +341,7 @@ impl GpuProgram {
         inputs: &[&[f32]],
         outputs: Outputs,
         timed: Option<(&wgpu::QuerySet, &wgpu::Buffer, &wgpu::Buffer)>,
-    ) -> Result<()> {
+    ) {
         for (k, data) in inputs.iter().enumerate() {
             self.write(self.input_buffer(k), data);
         }
@@ -382,7 +394,6 @@ impl GpuProgram {
         if self.has_updates {
             self.parity ^= 1;
         }
-        Ok(())
     }
 
     /// Wait for the queue, then copy mapped readback buffers out.
