@@ -40,11 +40,10 @@ const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
-/// Row-then-column fusion loads about this many elements per thread at
-/// once (a block of rows, `COLS_PER_THREAD` elements of each), and folds
-/// the block's trees together (one set of barriers for them all; a
-/// workgroup's rows, 32 or more but for the last workgroup, need not be a
-/// multiple), at most `MAX_ROWS_AT_ONCE` rows.
+/// Row-then-column fusion takes rows in blocks of about this many elements
+/// per thread (each thread has a row's length / 256 elements of each row),
+/// at most `MAX_ROWS_AT_ONCE` rows: a block's loads are in flight together
+/// and its rows' trees share one set of barriers.
 const ROW_LOADS: usize = 32;
 const MAX_ROWS_AT_ONCE: usize = 8;
 /// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
