@@ -118,6 +118,9 @@ fn updates_alone_match_full_steps_on(device: &Device) {
         };
         assert_eq!(times.len(), kernels);
         assert!(times.iter().all(|k| k.ms.is_finite() && k.ms >= 0.0));
+        // Unwritten timestamps would read back as zeros.
+        let total: f64 = times.iter().map(|k| k.ms).sum();
+        assert!(kernels == 0 || total > 0.0, "{times:?}");
     }
     for name in ["w", "u"] {
         let a = programs[0].param(name).unwrap();
