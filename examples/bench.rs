@@ -65,6 +65,12 @@ fn parse() -> Result<Args> {
             "--json" => a.json = true,
             "--kernels" => a.kernels = true,
             "--bench" => {} // passed by `cargo bench`-style runners
+            "--help" | "-h" => {
+                // The module comment's usage lines.
+                let usage = include_str!("bench.rs").lines().skip(5).take(3);
+                usage.for_each(|l| println!("{}", l.trim_start_matches("//! ")));
+                std::process::exit(0);
+            }
             other => bail!("unknown flag `{other}`"),
         }
     }
@@ -132,6 +138,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    env_logger::init();
     let args = parse()?;
     let device = match args.backend.as_str() {
         "gpu" => Device::gpu()?,
