@@ -177,6 +177,14 @@ enum Instr {
         src: Reg,
         out: usize,
     },
+    /// A `Fold` of the products `a · b` (a dot product, a weighted
+    /// sum), each formed on the way rather than stored first.
+    FoldProduct {
+        a: Reg,
+        b: Reg,
+        form: Form,
+        out: usize,
+    },
 }
 
 impl Instr {
@@ -190,7 +198,7 @@ impl Instr {
             | Select { dst, .. }
             | Splat { dst, .. }
             | Expand { dst, .. } => Some(*dst),
-            Store { .. } | Fold { .. } => None,
+            Store { .. } | Fold { .. } | FoldProduct { .. } => None,
         }
     }
     fn regs_mut(&mut self) -> Vec<&mut Reg> {
@@ -204,6 +212,7 @@ impl Instr {
             } => vec![dst, mask, a, b],
             Expand { dst, src, .. } | Splat { dst, src, .. } => vec![dst, src],
             Store { src, .. } | Fold { src, .. } => vec![src],
+            FoldProduct { a, b, .. } => vec![a, b],
         }
     }
 }
@@ -448,6 +457,7 @@ impl<'a> Builder<'a> {
         }
         fold_negations(&mut self.tape, &mut self.next);
         fold_constants(&mut self.tape);
+        fold_products(&mut self.tape);
         drop_unread(&mut self.tape);
         let regs = allocate_registers(&mut self.tape);
         Pass {
@@ -643,15 +653,7 @@ impl<'a> Builder<'a> {
 /// negated once per chunk rather than every element. The tape is still
 /// in SSA form; `next` is its next free register.
 fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
-    let mut uses: HashMap<Reg, usize> = HashMap::new();
-    for instr in tape.iter_mut() {
-        let dst = instr.dst();
-        for r in instr.regs_mut() {
-            if Some(*r) != dst {
-                *uses.entry(*r).or_default() += 1;
-            }
-        }
-    }
+    let uses = reads(tape);
     let def = |tape: &[Instr], r: Reg| tape.iter().position(|i| i.dst() == Some(r));
     // The operand of a negation read only by the instruction at hand.
     let negated = |tape: &[Instr], r: Reg| match def(tape, r).map(|d| &tape[d]) {
@@ -781,6 +783,46 @@ fn fold_constants(tape: &mut [Instr]) {
             known.insert(dst, value);
         }
     }
+}
+
+/// Fold the products that only a fold reads as they are formed: a chunk's
+/// products are not stored and read back. The same f32 products in the
+/// same order, so the same bits.
+fn fold_products(tape: &mut [Instr]) {
+    let uses = reads(tape);
+    for k in 0..tape.len() {
+        let Instr::Fold { src, out } = tape[k] else {
+            continue;
+        };
+        let product = tape[..k].iter().find_map(|i| match *i {
+            Instr::Binary {
+                dst,
+                op: BinaryOp::Mul,
+                form,
+                a,
+                b,
+                set: CHUNK_SET,
+            } if dst == src => Some((a, b, form)),
+            _ => None,
+        });
+        if let (Some((a, b, form)), Some(1)) = (product, uses.get(&src)) {
+            tape[k] = Instr::FoldProduct { a, b, form, out };
+        }
+    }
+}
+
+/// How many times each register is read.
+fn reads(tape: &mut [Instr]) -> HashMap<Reg, usize> {
+    let mut uses: HashMap<Reg, usize> = HashMap::new();
+    for instr in tape.iter_mut() {
+        let dst = instr.dst();
+        for r in instr.regs_mut() {
+            if Some(*r) != dst {
+                *uses.entry(*r).or_default() += 1;
+            }
+        }
+    }
+    uses
 }
 
 /// Drop the instructions whose results nothing reads (negations folded
@@ -1144,6 +1186,15 @@ impl Pass {
                 // Operands read element by element are spread out first.
                 match *instr {
                     Store { src, .. } | Fold { src, .. } => spread(&mut regs, &mut flat, src, n),
+                    // At most one factor is read once (a uniform product
+                    // is folded as a scaled register).
+                    FoldProduct { a, b, form, .. }
+                        if (flat[a] || matches!(form, Form::LeftOne))
+                            && (flat[b] || matches!(form, Form::RightOne)) =>
+                    {
+                        let r = if matches!(form, Form::RightOne) { a } else { b };
+                        spread(&mut regs, &mut flat, r, n)
+                    }
                     Select {
                         mask, a, b, set, ..
                     } if !(flat[mask] && flat[a] && flat[b]) => {
@@ -1170,6 +1221,20 @@ impl Pass {
                         runs.clear();
                         map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
                         accs[out].fold(r.op, &read(src)[..n], &runs);
+                    }
+                    FoldProduct { a, b, form, out } => {
+                        let r = &self.reductions[out];
+                        runs.clear();
+                        map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
+                        let a_one = flat[a] || matches!(form, Form::LeftOne);
+                        let b_one = flat[b] || matches!(form, Form::RightOne);
+                        let (x, y) = (read(a), read(b));
+                        let acc = &mut accs[out];
+                        match (a_one, b_one) {
+                            (true, _) => acc.fold(r.op, Scaled(&y[..n], x[0]), &runs),
+                            (_, true) => acc.fold(r.op, Scaled(&x[..n], y[0]), &runs),
+                            _ => acc.fold(r.op, Products(&x[..n], &y[..n]), &runs),
+                        }
                     }
                     Load { node, set, .. } => {
                         let (src, at) = (data[node], &sets[set].runs);
@@ -1556,9 +1621,10 @@ impl Acc {
         }
     }
 
-    /// Fold `x` into the outputs `runs` name; the loops specialised per op.
+    /// Fold the terms `x` into the outputs `runs` name; the loops
+    /// specialised per op and kind of terms.
     #[inline(always)]
-    fn fold(&mut self, op: ReduceOp, x: &[f32], runs: &[Run]) {
+    fn fold(&mut self, op: ReduceOp, x: impl Terms, runs: &[Run]) {
         use ReduceOp::*;
         match op {
             Sum => self.fold_runs(Sum, x, runs),
@@ -1568,28 +1634,25 @@ impl Acc {
     }
 
     #[inline(always)]
-    fn fold_runs(&mut self, op: ReduceOp, x: &[f32], runs: &[Run]) {
+    fn fold_runs(&mut self, op: ReduceOp, x: impl Terms, runs: &[Run]) {
         // A run into one output folds in independent f32 lanes (they
         // vectorise and hide the adder's latency), a block at a time.
         const LANES: usize = 32;
         const BLOCK: usize = LANES * DEPTH;
         let mut at = 0;
         for r in runs {
-            let x = &x[at..at + r.len];
+            let x = x.part(at, r.len);
             at += r.len;
             let first = r.base - self.lo;
             match r.stride {
                 0 => {
                     let a = &mut self.wide[first];
-                    for block in x.chunks(BLOCK) {
+                    for b in (0..r.len).step_by(BLOCK) {
+                        let block = x.part(b, BLOCK.min(r.len - b));
                         let mut lanes = [op.identity() as f32; LANES];
-                        let mut groups = block.chunks_exact(LANES);
-                        for g in &mut groups {
-                            for (l, &v) in lanes.iter_mut().zip(g) {
-                                *l = op.cpu(*l, v);
-                            }
-                        }
-                        let tail = groups.remainder().iter().map(|&v| v as f64);
+                        let whole = block.len() / LANES * LANES;
+                        block.fold_lanes(&mut lanes, |l, v| op.cpu(l, v));
+                        let tail = (whole..block.len()).map(|k| block.at(k) as f64);
                         let all = lanes.iter().map(|&l| l as f64).chain(tail);
                         *a = all.fold(*a, |s, v| op.cpu(s, v));
                     }
@@ -1607,14 +1670,12 @@ impl Acc {
                         _ => self.touched.start.min(span.start)..self.touched.end.max(span.end),
                     };
                     self.depth += 1;
-                    for (a, &v) in self.narrow[span].iter_mut().zip(x) {
-                        *a = op.cpu(*a, v);
-                    }
+                    x.fold_into(&mut self.narrow[span], |a, v| op.cpu(a, v));
                 }
                 s => {
-                    for (k, &v) in x.iter().enumerate() {
+                    for k in 0..r.len {
                         let a = &mut self.wide[first + k * s];
-                        *a = op.cpu(*a, v as f64);
+                        *a = op.cpu(*a, x.at(k) as f64);
                     }
                 }
             }
@@ -1636,6 +1697,118 @@ impl Acc {
     fn finish(mut self, op: ReduceOp) -> (usize, Vec<f64>) {
         self.flush(op);
         (self.lo, self.wide)
+    }
+}
+
+/// The terms a fold reads, `len()` of them: a register's values, or
+/// products formed on the way (`FoldProduct`).
+trait Terms: Copy {
+    fn len(self) -> usize;
+    /// The terms `at..at + len`.
+    fn part(self, at: usize, len: usize) -> Self;
+    fn at(self, k: usize) -> f32;
+    /// `acc[k] = f(acc[k], term k)` for each term (as many as `acc`
+    /// holds), written as one zip so that it vectorises.
+    fn fold_into(self, acc: &mut [f32], f: impl Fn(f32, f32) -> f32);
+    /// `lanes[k] = f(lanes[k], term j)` for each whole group of `N` terms
+    /// and `k = j mod N`, one group after another (the rest are left).
+    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32);
+}
+
+impl Terms for &[f32] {
+    fn len(self) -> usize {
+        <[f32]>::len(self)
+    }
+    #[inline(always)]
+    fn part(self, at: usize, len: usize) -> Self {
+        &self[at..at + len]
+    }
+    #[inline(always)]
+    fn at(self, k: usize) -> f32 {
+        self[k]
+    }
+    #[inline(always)]
+    fn fold_into(self, acc: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+        for (a, &x) in acc.iter_mut().zip(self) {
+            *a = f(*a, x);
+        }
+    }
+    #[inline(always)]
+    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
+        for g in self.chunks_exact(N) {
+            g.fold_into(lanes, &f);
+        }
+    }
+}
+
+/// `x[k] · y[k]`.
+#[derive(Clone, Copy)]
+struct Products<'a>(&'a [f32], &'a [f32]);
+
+impl Terms for Products<'_> {
+    fn len(self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn part(self, at: usize, len: usize) -> Self {
+        Products(&self.0[at..at + len], &self.1[at..at + len])
+    }
+    #[inline(always)]
+    fn at(self, k: usize) -> f32 {
+        self.0[k] * self.1[k]
+    }
+    #[inline(always)]
+    fn fold_into(self, acc: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+        for ((a, &x), &y) in acc.iter_mut().zip(self.0).zip(self.1) {
+            *a = f(*a, x * y);
+        }
+    }
+    #[inline(always)]
+    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
+        // Formed into a group first: folded straight into the lanes, the
+        // products do not vectorise.
+        let mut group = [0.0; N];
+        for (x, y) in self.0.chunks_exact(N).zip(self.1.chunks_exact(N)) {
+            for ((g, &x), &y) in group.iter_mut().zip(x).zip(y) {
+                *g = x * y;
+            }
+            group.fold_into(lanes, &f);
+        }
+    }
+}
+
+/// `x[k] · s` (a product of floats is the same either way round).
+#[derive(Clone, Copy)]
+struct Scaled<'a>(&'a [f32], f32);
+
+impl Terms for Scaled<'_> {
+    fn len(self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn part(self, at: usize, len: usize) -> Self {
+        Scaled(&self.0[at..at + len], self.1)
+    }
+    #[inline(always)]
+    fn at(self, k: usize) -> f32 {
+        self.0[k] * self.1
+    }
+    #[inline(always)]
+    fn fold_into(self, acc: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+        for (a, &x) in acc.iter_mut().zip(self.0) {
+            *a = f(*a, x * self.1);
+        }
+    }
+    #[inline(always)]
+    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
+        // As for `Products`.
+        let mut group = [0.0; N];
+        for x in self.0.chunks_exact(N) {
+            for (g, &x) in group.iter_mut().zip(x) {
+                *g = x * self.1;
+            }
+            group.fold_into(lanes, &f);
+        }
     }
 }
 
