@@ -5,12 +5,13 @@
 //!
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
-//!     [--chunk 1024] [--chunks-per-task 32] [--kernels]
+//!     [--chunk 1024] [--chunks-per-task 32] [--tape-only] [--kernels]
 //!
-//! `cpu` is the f32 fast path (`--chunk` and `--chunks-per-task` set its
-//! `CpuOptions`, for tuning); `reference` the f64 interpreter. `--kernels`
-//! adds each GPU kernel's own time (timestamps; the median of `--reps` timed
-//! runs after the others) and bandwidth.
+//! `cpu` is the f32 fast path (`--chunk`, `--chunks-per-task` and
+//! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
+//! `reference` the f64 interpreter. `--kernels` adds each GPU kernel's own
+//! time (timestamps; the median of `--reps` timed runs after the others)
+//! and bandwidth.
 //!
 //! One JSON line per result (with --json), then a table for people; "submit"
 //! is the part of a run spent before the GPU's work is submitted. Bytes
@@ -62,6 +63,7 @@ fn parse() -> Result<Args> {
             "--reps" => a.reps = value()?.parse()?,
             "--chunk" => a.cpu.chunk = value()?.parse()?,
             "--chunks-per-task" => a.cpu.chunks_per_task = value()?.parse()?,
+            "--tape-only" => a.cpu.native = false,
             "--json" => a.json = true,
             "--kernels" => a.kernels = true,
             "--bench" => {} // passed by `cargo bench`-style runners

@@ -150,8 +150,8 @@ impl UnaryOp {
             Cos => x.cos(),
             Tanh => x.tanh(),
             Sigmoid => one / (one + (-x).exp()),
-            Relu => x.max(zero),
-            Softplus => x.max(zero) + (-x.abs()).exp().ln_1p(),
+            Relu => max(x, zero),
+            Softplus => max(x, zero) + (-x.abs()).exp().ln_1p(),
             PowConst(c) => x.powf(T::from_f64(c)),
             Detach => x,
         }
@@ -238,8 +238,8 @@ impl BinaryOp {
             Sub => a - b,
             Mul => a * b,
             Div => a / b,
-            Max => a.max(b),
-            Min => a.min(b),
+            Max => max(a, b),
+            Min => min(a, b),
             Pow => a.powf(b),
             Lt => mask(a < b),
             Le => mask(a <= b),
@@ -311,8 +311,8 @@ impl ReduceOp {
     pub fn cpu<T: Real>(self, acc: T, x: T) -> T {
         match self {
             ReduceOp::Sum => acc + x,
-            ReduceOp::Max => acc.max(x),
-            ReduceOp::Min => acc.min(x),
+            ReduceOp::Max => max(acc, x),
+            ReduceOp::Min => min(acc, x),
         }
     }
     /// The WGSL expression folding `x` into `acc`.
@@ -437,6 +437,30 @@ fn sign<T: Real>(x: T) -> T {
 /// The float types the CPU backends compute in: f64 for the reference, f32
 /// for the fast path. The op table's CPU math is written once, for both,
 /// with num-traits' `Float` for the functions.
+/// The larger of `a` and `b`; the other where one is NaN (as IEEE
+/// `maxNum`), and `a` where they are equal: `max(-0, +0)` is -0. Written
+/// out, not `f32::max`, whose choice between zeros is unspecified and in
+/// practice depends on how a loop is compiled: the CPU paths' bits are the
+/// same however they are compiled (the native kernels compute this too).
+#[inline(always)]
+pub(crate) fn max<T: Real>(a: T, b: T) -> T {
+    if a < b || a.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// The smaller, likewise: `min(+0, -0)` is +0.
+#[inline(always)]
+pub(crate) fn min<T: Real>(a: T, b: T) -> T {
+    if b < a || a.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
 pub trait Real: num_traits::Float + Send + Sync {
     /// `x` rounded to this type, as `as` rounds (out of range: infinite).
     fn from_f64(x: f64) -> Self;

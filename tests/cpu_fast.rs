@@ -15,6 +15,7 @@ fn every_op_matches_the_reference_in_tiny_chunks() {
     every_case_matches_reference(&Device::cpu_f32_with(CpuOptions {
         chunk: 5,
         chunks_per_task: 3,
+        ..CpuOptions::default()
     }));
 }
 
@@ -65,6 +66,7 @@ fn long_sums_keep_their_digits() {
     let one_task = Device::cpu_f32_with(CpuOptions {
         chunk: 1024,
         chunks_per_task: rows * cols / 1024,
+        ..CpuOptions::default()
     });
     for device in [Device::cpu_f32(), one_task] {
         for out in [all, columns] {
@@ -83,6 +85,7 @@ fn logistic_regression_with_fused_row_and_column_passes_matches_the_reference() 
     let tiny = Device::cpu_f32_with(CpuOptions {
         chunk: 5,
         chunks_per_task: 3,
+        ..CpuOptions::default()
     });
     for (device, rows, d) in [(Device::cpu_f32(), 300, 257), (tiny, 40, 7)] {
         let g = Graph::new();
@@ -114,6 +117,7 @@ fn row_then_column_steps_reading_each_others_rows_match_the_reference() {
     let tiny = Device::cpu_f32_with(CpuOptions {
         chunk: 5,
         chunks_per_task: 3,
+        ..CpuOptions::default()
     });
     for (device, rows, d1, d2) in [(Device::cpu_f32(), 300, 257, 130), (tiny, 40, 7, 5)] {
         for both in [false, true] {
@@ -172,4 +176,54 @@ fn constants_fold_at_plan_time_to_the_bits_the_tape_computes() {
     let (c32, d32) = (0.1f32 * 0.3f32, (0.7f32 / 0.1f32 - 0.3f32).exp());
     let want: Vec<f32> = xs.iter().map(|&v| v * c32 + d32).collect();
     assert_eq!(got[0], want);
+}
+
+#[test]
+fn native_kernels_keep_the_tapes_signed_zeros_and_nans() {
+    // Every pair of special values (ties of zeros of either sign, NaNs on
+    // either side), through runs of element-wise ops long enough to become
+    // native kernels: their bits must be the tape's.
+    let special = [
+        0.0,
+        -0.0,
+        f32::NAN,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        -f32::INFINITY,
+        1e-40,
+    ];
+    let pairs = special
+        .iter()
+        .flat_map(|&a| special.iter().map(move |&b| (a, b)));
+    let (a, b): (Vec<f32>, Vec<f32>) = pairs.unzip();
+    let n = a.len();
+    let g = Graph::new();
+    let (x, y) = (g.input("a", [n]), g.input("b", [n]));
+    let outputs = [
+        x.max(y).min(x) * y,
+        x.min(y).max(y) / x,
+        (x.lt(y) + x.le(y) * 2.0) * (x.gt(y) + x.ge(y) * 2.0 + x.eq(y) * 4.0),
+        -(x.relu().sqrt() - y.abs()),
+        x.lt(y).select(x * y, x - y).max(y),
+    ];
+    let run = |native| {
+        let options = CpuOptions {
+            native,
+            ..CpuOptions::default()
+        };
+        let mut p = g.compile(&Device::cpu_f32_with(options), &outputs).unwrap();
+        p.run(&[("a", &a), ("b", &b)]).unwrap()
+    };
+    let (native, tape) = (run(true), run(false));
+    for (k, (got, want)) in native.iter().zip(&tape).enumerate() {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let (a, b) = (a[i], b[i]);
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "output {k} at a = {a}, b = {b}: {g} vs {w}"
+            );
+        }
+    }
 }

@@ -188,6 +188,7 @@ fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
     let tiny = Device::cpu_f32_with(CpuOptions {
         chunk: 3,
         chunks_per_task: 2,
+        ..CpuOptions::default()
     });
     for seed in first..first + cases {
         check(&Device::cpu_f32(), seed);
@@ -195,35 +196,47 @@ fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
     }
 }
 
+#[test]
+fn native_kernels_compute_the_tapes_bits() {
+    // The fast path's native kernels replace runs of its tape's
+    // instructions: the same f32 operations, so the same bits, NaNs and
+    // signed zeros included; in chunks of 1024 and of 3 (kernels over a
+    // few elements, and inputs holding one value, where the tape runs).
+    let cases = env("WGRAD_PROPTEST_CASES", 300);
+    let first = env("WGRAD_PROPTEST_SEED", 0);
+    for chunk in [1024, 3] {
+        let options = CpuOptions {
+            chunk,
+            chunks_per_task: 2,
+            native: true,
+        };
+        let tape = CpuOptions {
+            native: false,
+            ..options
+        };
+        for seed in first..first + cases {
+            let g = Graph::new();
+            let (outputs, data) = case(&g, seed);
+            let run = |options| {
+                let mut p = g.compile(&Device::cpu_f32_with(options), &outputs).unwrap();
+                p.run(&view(&data)).unwrap()
+            };
+            let (native, tape) = (run(options), run(tape));
+            for (k, (a, b)) in native.iter().zip(&tape).enumerate() {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(a) == bits(b),
+                    "output {k} differs: seed {seed}, chunk {chunk}\n{a:?}\n{b:?}\n{g:?}"
+                );
+            }
+        }
+    }
+}
+
 /// The graph of `seed` on `device` against the f64 reference.
 fn check(device: &Device, seed: u64) {
     let g = Graph::new();
-    let mut gen = Gen {
-        g: &g,
-        r: rng(seed),
-        inputs: Vec::new(),
-    };
-    let count = gen.r.random_range(1..=3);
-    for k in 0..count {
-        let shape = gen.shape();
-        let v = gen.g.input(&format!("x{k}"), shape.as_slice());
-        gen.inputs.push(v);
-    }
-    let depth = gen.r.random_range(1..=DEPTH);
-    let y = gen.expr(depth);
-    let w = g.input("w", y.shape());
-    let loss = (y * w).sum();
-    let inputs = gen.inputs.clone();
-    let mut outputs = vec![y, loss];
-    outputs.extend(g.grad(loss, &inputs));
-    let mut r = rng(seed ^ 0x5eed);
-    let mut data: Vec<(String, Vec<f64>)> = inputs
-        .iter()
-        .enumerate()
-        .map(|(k, v)| (format!("x{k}"), sample(&mut r, v.numel(), Domain::Any)))
-        .collect();
-    data.push(("w".into(), sample(&mut r, w.numel(), Domain::Any)));
-    let data = as_f32(&data);
+    let (outputs, data) = case(&g, seed);
     let feeds = view(&data);
     let replay = || {
         format!(
@@ -250,4 +263,35 @@ fn check(device: &Device, seed: u64) {
             replay()
         );
     }
+}
+
+/// The random graph of `seed` in `g`: its outputs (a value, a loss and
+/// the loss's gradients) and its inputs' data.
+fn case<'g>(g: &'g Graph, seed: u64) -> (Vec<Var<'g>>, Vec<(String, Vec<f32>)>) {
+    let mut gen = Gen {
+        g,
+        r: rng(seed),
+        inputs: Vec::new(),
+    };
+    let count = gen.r.random_range(1..=3);
+    for k in 0..count {
+        let shape = gen.shape();
+        let v = gen.g.input(&format!("x{k}"), shape.as_slice());
+        gen.inputs.push(v);
+    }
+    let depth = gen.r.random_range(1..=DEPTH);
+    let y = gen.expr(depth);
+    let w = g.input("w", y.shape());
+    let loss = (y * w).sum();
+    let inputs = gen.inputs.clone();
+    let mut outputs = vec![y, loss];
+    outputs.extend(g.grad(loss, &inputs));
+    let mut r = rng(seed ^ 0x5eed);
+    let mut data: Vec<(String, Vec<f64>)> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, v)| (format!("x{k}"), sample(&mut r, v.numel(), Domain::Any)))
+        .collect();
+    data.push(("w".into(), sample(&mut r, w.numel(), Domain::Any)));
+    (outputs, as_f32(&data))
 }

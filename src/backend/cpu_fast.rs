@@ -31,6 +31,7 @@
 //! vector width.
 
 use crate::backend::cpu::live_nodes;
+use crate::backend::native::{self, Expr, Jit, Kernel, KernelFn, Operand};
 use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::{PadMap, StridedMap};
@@ -45,6 +46,10 @@ pub struct CpuOptions {
     /// Chunks per task: enough that a task's start-up cost vanishes, few
     /// enough that the cores share the work evenly.
     pub chunks_per_task: usize,
+    /// Compile runs of element-wise instructions to native code where
+    /// Cranelift has a backend for this CPU (same bits; off: the tape
+    /// alone, for comparison).
+    pub native: bool,
 }
 
 impl Default for CpuOptions {
@@ -52,6 +57,7 @@ impl Default for CpuOptions {
         CpuOptions {
             chunk: 1024,
             chunks_per_task: 32,
+            native: true,
         }
     }
 }
@@ -185,6 +191,13 @@ enum Instr {
         form: Form,
         out: usize,
     },
+    /// The pass's `index`-th native kernel, in place of the `len`
+    /// instructions after this one (which run instead where a kernel's
+    /// input holds one value for all its elements: see `Native`).
+    Native {
+        index: usize,
+        len: usize,
+    },
 }
 
 impl Instr {
@@ -198,7 +211,7 @@ impl Instr {
             | Select { dst, .. }
             | Splat { dst, .. }
             | Expand { dst, .. } => Some(*dst),
-            Store { .. } | Fold { .. } | FoldProduct { .. } => None,
+            Store { .. } | Fold { .. } | FoldProduct { .. } | Native { .. } => None,
         }
     }
     fn regs_mut(&mut self) -> Vec<&mut Reg> {
@@ -213,6 +226,8 @@ impl Instr {
             Expand { dst, src, .. } | Splat { dst, src, .. } => vec![dst, src],
             Store { src, .. } | Fold { src, .. } => vec![src],
             FoldProduct { a, b, .. } => vec![a, b],
+            // The instructions it stands for hold its registers.
+            Native { .. } => vec![],
         }
     }
 }
@@ -230,9 +245,31 @@ struct Pass {
     extent: usize,
     sets: Vec<SetSpec>,
     tape: Vec<Instr>,
+    natives: Vec<Native>,
     regs: usize,
     stores: Vec<NodeId>,
     reductions: Vec<Reduction>,
+}
+
+/// A run of element-wise instructions of a tape compiled as one kernel.
+struct Native {
+    f: KernelFn,
+    /// The set its instructions run at.
+    set: usize,
+    /// The registers the kernel reads element by element, and reads
+    /// element 0 of (uniform operands).
+    vectors: Vec<Reg>,
+    scalars: Vec<Reg>,
+    /// Where it writes each result.
+    outs: Vec<Target>,
+}
+
+/// Where a native kernel writes a result: a register, or straight into
+/// the pass's `k`-th element-wise target (in place of a `Store`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    Reg(Reg),
+    Store(usize),
 }
 
 /// A program for the fast path: passes, and the buffers they write (kept
@@ -241,6 +278,8 @@ pub(crate) struct FastPlan {
     steps: Vec<Step>,
     /// The value of each computed stored node, by node index.
     values: Vec<Vec<f32>>,
+    /// Holds the passes' native kernels.
+    _jit: Option<Jit>,
 }
 
 impl FastPlan {
@@ -273,6 +312,7 @@ impl FastPlan {
             }
         }
         let mut stored: Vec<bool> = nodes.iter().map(is_leaf).collect();
+        let mut jit = options.native.then(Jit::new).flatten();
         let mut passes: Vec<Vec<Pass>> = Vec::new();
         for group in groups.into_values() {
             // One pass per extent: reductions fold on the way through the
@@ -288,7 +328,9 @@ impl FastPlan {
             }
             let group: Vec<Pass> = by_extent
                 .into_iter()
-                .map(|(extent, targets)| Builder::new(nodes, &stored).pass(extent, &targets))
+                .map(|(extent, targets)| {
+                    Builder::new(nodes, &stored).pass(extent, &targets, jit.as_mut())
+                })
                 .collect();
             for pass in &group {
                 for r in &pass.reductions {
@@ -325,6 +367,7 @@ impl FastPlan {
         FastPlan {
             steps,
             values: vec![Vec::new(); nodes.len()],
+            _jit: jit,
         }
     }
 
@@ -428,7 +471,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn pass(mut self, extent: usize, targets: &[NodeId]) -> Pass {
+    fn pass(mut self, extent: usize, targets: &[NodeId], jit: Option<&mut Jit>) -> Pass {
         let mut stores = Vec::new();
         let mut reductions = Vec::new();
         for &t in targets {
@@ -459,11 +502,26 @@ impl<'a> Builder<'a> {
         fold_constants(&mut self.tape);
         fold_products(&mut self.tape);
         drop_unread(&mut self.tape);
-        let regs = allocate_registers(&mut self.tape);
+        let mut natives = match jit {
+            Some(jit) => compile_natives(&mut self.tape, jit),
+            None => Vec::new(),
+        };
+        let (regs, physical) = allocate_registers(&mut self.tape);
+        for n in &mut natives {
+            for r in n.vectors.iter_mut().chain(&mut n.scalars) {
+                *r = physical[r];
+            }
+            for t in &mut n.outs {
+                if let Target::Reg(r) = t {
+                    *r = physical[r];
+                }
+            }
+        }
         Pass {
             extent,
             sets: self.sets,
             tape: self.tape,
+            natives,
             regs,
             stores,
             reductions,
@@ -825,6 +883,161 @@ fn reads(tape: &mut [Instr]) -> HashMap<Reg, usize> {
     uses
 }
 
+/// Element-wise instructions in a row that a native kernel replaces, at
+/// the least: with four lanes to the tape's eight, a kernel gains by
+/// keeping values in registers, which takes a few instructions.
+const MIN_NATIVE: usize = 3;
+
+/// The set an instruction computes element by element at, if a kernel
+/// can compute it.
+fn native_set(instr: &Instr) -> Option<usize> {
+    match *instr {
+        Instr::Unary { op, set, .. } if native::supports_unary(op) => Some(set),
+        Instr::Binary { op, set, .. } if native::supports_binary(op) => Some(set),
+        Instr::Select { set, .. } => Some(set),
+        _ => None,
+    }
+    .filter(|&set| set != SCALAR)
+}
+
+/// Compile each long enough run of element-wise instructions at one set
+/// into a native kernel, marked by an `Instr::Native` before the run. The
+/// tape's leaves (loads, constants) move to its front first, so that they
+/// do not cut runs. The tape is in SSA form; the kernels' registers too.
+fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
+    let leaf = |i: &Instr| matches!(i, Instr::Load { .. } | Instr::Const { .. });
+    let (leaves, rest): (Vec<Instr>, Vec<Instr>) = tape.drain(..).partition(leaf);
+    let consts: HashMap<Reg, f32> = leaves
+        .iter()
+        .filter_map(|i| match *i {
+            Instr::Const { dst, value } => Some((dst, value)),
+            _ => None,
+        })
+        .collect();
+    tape.extend(leaves);
+    let mut natives = Vec::new();
+    let mut k = 0;
+    while k < rest.len() {
+        let Some(set) = native_set(&rest[k]) else {
+            tape.push(rest[k].clone());
+            k += 1;
+            continue;
+        };
+        let end = (k..rest.len())
+            .find(|&e| native_set(&rest[e]) != Some(set))
+            .unwrap_or(rest.len());
+        // The stores of the run's results right after it, at the chunk's
+        // elements, the kernel makes itself.
+        let computed = |r: Reg| rest[k..end].iter().any(|i| i.dst() == Some(r));
+        let stores = rest[end..]
+            .iter()
+            .take_while(|i| {
+                set == CHUNK_SET && matches!(**i, Instr::Store { src, .. } if computed(src))
+            })
+            .count();
+        let run = &rest[k..end + stores];
+        if end - k >= MIN_NATIVE {
+            let (kernel, mut native) = kernel(run, &rest[end + stores..], &consts, set);
+            if let Some(f) = jit.compile(&kernel) {
+                native.f = f;
+                tape.push(Instr::Native {
+                    index: natives.len(),
+                    len: run.len(),
+                });
+                natives.push(native);
+            }
+        }
+        tape.extend_from_slice(run);
+        k = end + stores;
+    }
+    natives
+}
+
+/// The kernel of a run of element-wise instructions at `set` (and the
+/// stores of its results), followed by `after`, and its registers (its
+/// `f` still to be compiled).
+fn kernel(
+    run: &[Instr],
+    after: &[Instr],
+    consts: &HashMap<Reg, f32>,
+    set: usize,
+) -> (Kernel, Native) {
+    unsafe extern "C" fn none(_: *const *const f32, _: *const f32, _: *const *mut f32, _: usize) {}
+    let mut kernel = Kernel::default();
+    let mut native = Native {
+        f: none,
+        set,
+        vectors: Vec::new(),
+        scalars: Vec::new(),
+        outs: Vec::new(),
+    };
+    let mut defined: HashMap<Reg, usize> = HashMap::new();
+    let operand = |native: &mut Native, defined: &HashMap<Reg, usize>, r: Reg, one: bool| {
+        let index = |list: &mut Vec<Reg>| {
+            list.iter().position(|&x| x == r).unwrap_or_else(|| {
+                list.push(r);
+                list.len() - 1
+            })
+        };
+        if let Some(&v) = defined.get(&r) {
+            Operand::Value(v)
+        } else if let Some(&c) = consts.get(&r) {
+            Operand::Const(c)
+        } else if one {
+            Operand::Scalar(index(&mut native.scalars))
+        } else {
+            Operand::Vector(index(&mut native.vectors))
+        }
+    };
+    for instr in run {
+        if let Instr::Store { src, out } = *instr {
+            native.outs.push(Target::Store(out));
+            kernel.results.push(defined[&src]);
+            continue;
+        }
+        let (dst, expr) = match *instr {
+            Instr::Unary { dst, op, a, .. } => (
+                dst,
+                Expr::Unary(op, operand(&mut native, &defined, a, false)),
+            ),
+            Instr::Binary {
+                dst,
+                op,
+                form,
+                a,
+                b,
+                ..
+            } => {
+                let a = operand(&mut native, &defined, a, matches!(form, Form::LeftOne));
+                let b = operand(&mut native, &defined, b, matches!(form, Form::RightOne));
+                (dst, Expr::Binary(op, a, b))
+            }
+            Instr::Select {
+                dst, mask, a, b, ..
+            } => {
+                let mask = operand(&mut native, &defined, mask, false);
+                let a = operand(&mut native, &defined, a, false);
+                let b = operand(&mut native, &defined, b, false);
+                (dst, Expr::Select(mask, a, b))
+            }
+            _ => unreachable!("runs hold element-wise instructions"),
+        };
+        defined.insert(dst, kernel.code.len());
+        kernel.code.push(expr);
+    }
+    let mut later = after.to_vec();
+    let read_later = reads(&mut later);
+    for dst in run.iter().filter_map(Instr::dst) {
+        if read_later.contains_key(&dst) {
+            native.outs.push(Target::Reg(dst));
+            kernel.results.push(defined[&dst]);
+        }
+    }
+    kernel.vectors = native.vectors.len();
+    kernel.scalars = native.scalars.len();
+    (kernel, native)
+}
+
 /// Drop the instructions whose results nothing reads (negations folded
 /// away, constants folded into others).
 fn drop_unread(tape: &mut Vec<Instr>) {
@@ -849,9 +1062,10 @@ fn drop_unread(tape: &mut Vec<Instr>) {
 }
 
 /// Give the tape's values physical registers, reusing a register once its
-/// value is read for the last time; returns how many it needs. A result
-/// never shares a register with its operands, so loops never alias.
-fn allocate_registers(tape: &mut [Instr]) -> usize {
+/// value is read for the last time; returns how many it needs, and each
+/// value's register. A result never shares a register with its operands,
+/// so loops never alias.
+fn allocate_registers(tape: &mut [Instr]) -> (usize, HashMap<Reg, Reg>) {
     let mut last_use: HashMap<Reg, usize> = HashMap::new();
     for (k, instr) in tape.iter_mut().enumerate() {
         for r in instr.regs_mut() {
@@ -882,7 +1096,7 @@ fn allocate_registers(tape: &mut [Instr]) -> usize {
         }
         free.extend(freed);
     }
-    count
+    (count, physical)
 }
 
 /// Where node values are read: element `i` of a node is `values[i - first]`
@@ -1160,6 +1374,7 @@ impl Pass {
         });
         sets[SCALAR].len = 1;
         let mut runs = Vec::new();
+        let mut scratch = Scratch::default();
         let mut accs: Vec<Acc> = self
             .reductions
             .iter()
@@ -1181,8 +1396,28 @@ impl Pass {
                 let (done, rest) = sets.split_at_mut(k);
                 derive(&spec.derive, &done[spec.parent].runs, &mut rest[0]);
             }
+            // Instructions a native kernel has just computed.
+            let mut skip = 0;
             for instr in &self.tape {
                 use Instr::*;
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if let Native { index, len } = *instr {
+                    let native = &self.natives[index];
+                    // A kernel reads every element of its inputs: where
+                    // one holds a single value, the tape runs instead.
+                    if native.vectors.iter().all(|&r| !flat[r]) {
+                        let n = sets[native.set].len;
+                        let stores = outs.iter_mut().map(|o| o[c..].as_mut_ptr());
+                        scratch.stores.clear();
+                        scratch.stores.extend(stores);
+                        native.run(&mut regs, &mut views, &mut flat, &mut scratch, n);
+                        skip = len;
+                    }
+                    continue;
+                }
                 // Operands read element by element are spread out first.
                 match *instr {
                     Store { src, .. } | Fold { src, .. } => spread(&mut regs, &mut flat, src, n),
@@ -1236,6 +1471,7 @@ impl Pass {
                             _ => acc.fold(r.op, Products(&x[..n], &y[..n]), &runs),
                         }
                     }
+                    Native { .. } => unreachable!("handled above"),
                     Load { node, set, .. } => {
                         let (src, at) = (data[node], &sets[set].runs);
                         if let [Run {
@@ -1326,6 +1562,72 @@ impl Pass {
             .zip(&self.reductions)
             .map(|(acc, r)| acc.finish(r.op))
             .collect()
+    }
+}
+
+/// A task's buffers for a native kernel's pointers.
+#[derive(Default)]
+struct Scratch {
+    vectors: Vec<*const f32>,
+    scalars: Vec<f32>,
+    outs: Vec<*mut f32>,
+    /// Where the current chunk's values of each element-wise target go.
+    stores: Vec<*mut f32>,
+}
+
+impl Native {
+    /// Run the kernel over the `n` elements of its set: its output
+    /// registers then hold whole registers.
+    #[inline(always)]
+    fn run(
+        &self,
+        regs: &mut [Vec<f32>],
+        views: &mut [Option<&[f32]>],
+        flat: &mut [bool],
+        scratch: &mut Scratch,
+        n: usize,
+    ) {
+        // Pointers from `as_ptr`/`as_mut_ptr`, which make no reference to
+        // the elements: an output may be an input (the kernel reads an
+        // element's inputs before it writes its outputs).
+        let Scratch {
+            vectors,
+            scalars,
+            outs,
+            stores,
+        } = scratch;
+        vectors.clear();
+        vectors.extend(
+            self.vectors
+                .iter()
+                .map(|&r| views[r].map_or(regs[r].as_ptr(), <[f32]>::as_ptr)),
+        );
+        scalars.clear();
+        scalars.extend(
+            self.scalars
+                .iter()
+                .map(|&r| views[r].map_or(regs[r][0], |v| v[0])),
+        );
+        outs.clear();
+        outs.extend(self.outs.iter().map(|&t| match t {
+            Target::Reg(r) => regs[r].as_mut_ptr(),
+            Target::Store(k) => stores[k],
+        }));
+        debug_assert!(self
+            .vectors
+            .iter()
+            .all(|&r| views[r].map_or(regs[r].len(), <[f32]>::len) >= n));
+        // SAFETY: each input holds at least `n` floats (a register holds
+        // a chunk, a view its set's elements), and so does each output (a
+        // register, or a target from the chunk's first element); the
+        // kernel reads and writes `n` of each, and the scalars it reads.
+        unsafe { (self.f)(vectors.as_ptr(), scalars.as_ptr(), outs.as_ptr(), n) };
+        for &t in &self.outs {
+            if let Target::Reg(r) = t {
+                flat[r] = false;
+                views[r] = None;
+            }
+        }
     }
 }
 
@@ -1818,7 +2120,13 @@ fn combine(op: ReduceOp, acc: &mut [f64], lo: usize, part: &[f64]) {
     let acc = &mut acc[lo..lo + part.len()];
     match op {
         Sum => acc.iter_mut().zip(part).for_each(|(a, &x)| *a += x),
-        Max => acc.iter_mut().zip(part).for_each(|(a, &x)| *a = a.max(x)),
-        Min => acc.iter_mut().zip(part).for_each(|(a, &x)| *a = a.min(x)),
+        Max => acc
+            .iter_mut()
+            .zip(part)
+            .for_each(|(a, &x)| *a = crate::ops::max(*a, x)),
+        Min => acc
+            .iter_mut()
+            .zip(part)
+            .for_each(|(a, &x)| *a = crate::ops::min(*a, x)),
     }
 }
