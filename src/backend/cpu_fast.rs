@@ -500,6 +500,7 @@ impl<'a> Builder<'a> {
         }
         fold_negations(&mut self.tape, &mut self.next);
         fold_constants(&mut self.tape);
+        drop_identities(&mut self.tape);
         fold_products(&mut self.tape);
         drop_unread(&mut self.tape);
         let mut natives = match jit {
@@ -843,6 +844,50 @@ fn fold_constants(tape: &mut [Instr]) {
     }
 }
 
+/// Drop the operations that give their operand back, bit for bit:
+/// `1 · x`, `x · 1`, `x / 1`, `x - 0` (autodiff seeds gradients with 1);
+/// their readers read the operand instead. (`x + 0` is not one: -0 + 0
+/// is +0.)
+fn drop_identities(tape: &mut [Instr]) {
+    let mut known: HashMap<Reg, f32> = HashMap::new();
+    let mut same: HashMap<Reg, Reg> = HashMap::new();
+    for instr in tape.iter_mut() {
+        let dst = instr.dst();
+        for r in instr.regs_mut() {
+            if Some(*r) != dst {
+                if let Some(&to) = same.get(r) {
+                    *r = to;
+                }
+            }
+        }
+        match *instr {
+            Instr::Const { dst, value } => {
+                known.insert(dst, value);
+            }
+            Instr::Binary {
+                dst,
+                op,
+                form,
+                a,
+                b,
+                ..
+            } => {
+                let is = |r: Reg, v: f32| known.get(&r).map(|k| k.to_bits()) == Some(v.to_bits());
+                let operand = match (op, form) {
+                    (BinaryOp::Mul, Form::LeftOne) if is(a, 1.0) => Some(b),
+                    (BinaryOp::Mul | BinaryOp::Div, Form::RightOne) if is(b, 1.0) => Some(a),
+                    (BinaryOp::Sub, Form::RightOne) if is(b, 0.0) => Some(a),
+                    _ => None,
+                };
+                if let Some(x) = operand {
+                    same.insert(dst, x);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Fold the products that only a fold reads as they are formed: a chunk's
 /// products are not stored and read back. The same f32 products in the
 /// same order, so the same bits.
@@ -902,11 +947,14 @@ fn native_set(instr: &Instr) -> Option<usize> {
 
 /// Compile each long enough run of element-wise instructions at one set
 /// into a native kernel, marked by an `Instr::Native` before the run. The
-/// tape's leaves (loads, constants) move to its front first, so that they
-/// do not cut runs. The tape is in SSA form; the kernels' registers too.
+/// tape's leaves (loads, constants) move to its front first and its folds
+/// to its end, so that they do not cut runs. The tape is in SSA form; the
+/// kernels' registers too.
 fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
     let leaf = |i: &Instr| matches!(i, Instr::Load { .. } | Instr::Const { .. });
+    let fold = |i: &Instr| matches!(i, Instr::Fold { .. } | Instr::FoldProduct { .. });
     let (leaves, rest): (Vec<Instr>, Vec<Instr>) = tape.drain(..).partition(leaf);
+    let (folds, rest): (Vec<Instr>, Vec<Instr>) = rest.into_iter().partition(fold);
     let consts: HashMap<Reg, f32> = leaves
         .iter()
         .filter_map(|i| match *i {
@@ -923,21 +971,24 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
             k += 1;
             continue;
         };
-        let end = (k..rest.len())
-            .find(|&e| native_set(&rest[e]) != Some(set))
-            .unwrap_or(rest.len());
-        // The stores of the run's results right after it, at the chunk's
-        // elements, the kernel makes itself.
-        let computed = |r: Reg| rest[k..end].iter().any(|i| i.dst() == Some(r));
-        let stores = rest[end..]
-            .iter()
-            .take_while(|i| {
-                set == CHUNK_SET && matches!(**i, Instr::Store { src, .. } if computed(src))
-            })
-            .count();
-        let run = &rest[k..end + stores];
-        if end - k >= MIN_NATIVE {
-            let (kernel, mut native) = kernel(run, &rest[end + stores..], &consts, set);
+        // The run goes on through the stores of its results at the
+        // chunk's elements, which the kernel makes itself.
+        let mut end = k;
+        while let Some(instr) = rest.get(end) {
+            let stored =
+                |src| set == CHUNK_SET && rest[k..end].iter().any(|i| i.dst() == Some(src));
+            match *instr {
+                Instr::Store { src, .. } if stored(src) => {}
+                _ if native_set(instr) == Some(set) => {}
+                _ => break,
+            }
+            end += 1;
+        }
+        let run = &rest[k..end];
+        let ops = run.iter().filter(|i| native_set(i).is_some()).count();
+        if ops >= MIN_NATIVE {
+            let after: Vec<Instr> = rest[end..].iter().chain(&folds).cloned().collect();
+            let (kernel, mut native) = kernel(run, &after, &consts, set);
             if let Some(f) = jit.compile(&kernel) {
                 native.f = f;
                 tape.push(Instr::Native {
@@ -948,8 +999,9 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
             }
         }
         tape.extend_from_slice(run);
-        k = end + stores;
+        k = end;
     }
+    tape.extend(folds);
     natives
 }
 
@@ -1025,8 +1077,7 @@ fn kernel(
         defined.insert(dst, kernel.code.len());
         kernel.code.push(expr);
     }
-    let mut later = after.to_vec();
-    let read_later = reads(&mut later);
+    let read_later = reads(&mut after.to_vec());
     for dst in run.iter().filter_map(Instr::dst) {
         if read_later.contains_key(&dst) {
             native.outs.push(Target::Reg(dst));
