@@ -256,8 +256,14 @@ struct Native {
     f: KernelFn,
     /// The set its instructions run at.
     set: usize,
-    /// The registers the kernel reads element by element, and reads
-    /// element 0 of (uniform operands).
+    io: Io,
+}
+
+/// What a native kernel reads and writes.
+#[derive(Default)]
+struct Io {
+    /// The registers it reads element by element, and reads element 0 of
+    /// (uniform operands).
     vectors: Vec<Reg>,
     scalars: Vec<Reg>,
     /// Where it writes each result.
@@ -508,11 +514,11 @@ impl<'a> Builder<'a> {
             None => Vec::new(),
         };
         let (regs, physical) = allocate_registers(&mut self.tape);
-        for n in &mut natives {
-            for r in n.vectors.iter_mut().chain(&mut n.scalars) {
+        for Native { io, .. } in &mut natives {
+            for r in io.vectors.iter_mut().chain(&mut io.scalars) {
                 *r = physical[r];
             }
-            for t in &mut n.outs {
+            for t in &mut io.outs {
                 if let Target::Reg(r) = t {
                     *r = physical[r];
                 }
@@ -988,14 +994,13 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
         let ops = run.iter().filter(|i| native_set(i).is_some()).count();
         if ops >= MIN_NATIVE {
             let after: Vec<Instr> = rest[end..].iter().chain(&folds).cloned().collect();
-            let (kernel, mut native) = kernel(run, &after, &consts, set);
+            let (kernel, io) = kernel(run, &after, &consts);
             if let Some(f) = jit.compile(&kernel) {
-                native.f = f;
                 tape.push(Instr::Native {
                     index: natives.len(),
                     len: run.len(),
                 });
-                natives.push(native);
+                natives.push(Native { f, set, io });
             }
         }
         tape.extend_from_slice(run);
@@ -1005,26 +1010,14 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
     natives
 }
 
-/// The kernel of a run of element-wise instructions at `set` (and the
-/// stores of its results), followed by `after`, and its registers (its
-/// `f` still to be compiled).
-fn kernel(
-    run: &[Instr],
-    after: &[Instr],
-    consts: &HashMap<Reg, f32>,
-    set: usize,
-) -> (Kernel, Native) {
-    unsafe extern "C" fn none(_: *const *const f32, _: *const f32, _: *const *mut f32, _: usize) {}
+/// The kernel of a run of element-wise instructions (and the stores of
+/// their results) followed by `after`, and the registers it reads and
+/// writes.
+fn kernel(run: &[Instr], after: &[Instr], consts: &HashMap<Reg, f32>) -> (Kernel, Io) {
     let mut kernel = Kernel::default();
-    let mut native = Native {
-        f: none,
-        set,
-        vectors: Vec::new(),
-        scalars: Vec::new(),
-        outs: Vec::new(),
-    };
+    let mut io = Io::default();
     let mut defined: HashMap<Reg, usize> = HashMap::new();
-    let operand = |native: &mut Native, defined: &HashMap<Reg, usize>, r: Reg, one: bool| {
+    let operand = |io: &mut Io, defined: &HashMap<Reg, usize>, r: Reg, one: bool| {
         let index = |list: &mut Vec<Reg>| {
             list.iter().position(|&x| x == r).unwrap_or_else(|| {
                 list.push(r);
@@ -1036,22 +1029,21 @@ fn kernel(
         } else if let Some(&c) = consts.get(&r) {
             Operand::Const(c)
         } else if one {
-            Operand::Scalar(index(&mut native.scalars))
+            Operand::Scalar(index(&mut io.scalars))
         } else {
-            Operand::Vector(index(&mut native.vectors))
+            Operand::Vector(index(&mut io.vectors))
         }
     };
     for instr in run {
         if let Instr::Store { src, out } = *instr {
-            native.outs.push(Target::Store(out));
+            io.outs.push(Target::Store(out));
             kernel.results.push(defined[&src]);
             continue;
         }
         let (dst, expr) = match *instr {
-            Instr::Unary { dst, op, a, .. } => (
-                dst,
-                Expr::Unary(op, operand(&mut native, &defined, a, false)),
-            ),
+            Instr::Unary { dst, op, a, .. } => {
+                (dst, Expr::Unary(op, operand(&mut io, &defined, a, false)))
+            }
             Instr::Binary {
                 dst,
                 op,
@@ -1060,16 +1052,16 @@ fn kernel(
                 b,
                 ..
             } => {
-                let a = operand(&mut native, &defined, a, matches!(form, Form::LeftOne));
-                let b = operand(&mut native, &defined, b, matches!(form, Form::RightOne));
+                let a = operand(&mut io, &defined, a, matches!(form, Form::LeftOne));
+                let b = operand(&mut io, &defined, b, matches!(form, Form::RightOne));
                 (dst, Expr::Binary(op, a, b))
             }
             Instr::Select {
                 dst, mask, a, b, ..
             } => {
-                let mask = operand(&mut native, &defined, mask, false);
-                let a = operand(&mut native, &defined, a, false);
-                let b = operand(&mut native, &defined, b, false);
+                let mask = operand(&mut io, &defined, mask, false);
+                let a = operand(&mut io, &defined, a, false);
+                let b = operand(&mut io, &defined, b, false);
                 (dst, Expr::Select(mask, a, b))
             }
             _ => unreachable!("runs hold element-wise instructions"),
@@ -1080,13 +1072,13 @@ fn kernel(
     let read_later = reads(&mut after.to_vec());
     for dst in run.iter().filter_map(Instr::dst) {
         if read_later.contains_key(&dst) {
-            native.outs.push(Target::Reg(dst));
+            io.outs.push(Target::Reg(dst));
             kernel.results.push(defined[&dst]);
         }
     }
-    kernel.vectors = native.vectors.len();
-    kernel.scalars = native.scalars.len();
-    (kernel, native)
+    kernel.vectors = io.vectors.len();
+    kernel.scalars = io.scalars.len();
+    (kernel, io)
 }
 
 /// Drop the instructions whose results nothing reads (negations folded
@@ -1459,7 +1451,7 @@ impl Pass {
                     let native = &self.natives[index];
                     // A kernel reads every element of its inputs: where
                     // one holds a single value, the tape runs instead.
-                    if native.vectors.iter().all(|&r| !flat[r]) {
+                    if native.io.vectors.iter().all(|&r| !flat[r]) {
                         let n = sets[native.set].len;
                         let stores = outs.iter_mut().map(|o| o[c..].as_mut_ptr());
                         scratch.stores.clear();
@@ -1649,22 +1641,25 @@ impl Native {
         } = scratch;
         vectors.clear();
         vectors.extend(
-            self.vectors
+            self.io
+                .vectors
                 .iter()
                 .map(|&r| views[r].map_or(regs[r].as_ptr(), <[f32]>::as_ptr)),
         );
         scalars.clear();
         scalars.extend(
-            self.scalars
+            self.io
+                .scalars
                 .iter()
                 .map(|&r| views[r].map_or(regs[r][0], |v| v[0])),
         );
         outs.clear();
-        outs.extend(self.outs.iter().map(|&t| match t {
+        outs.extend(self.io.outs.iter().map(|&t| match t {
             Target::Reg(r) => regs[r].as_mut_ptr(),
             Target::Store(k) => stores[k],
         }));
         debug_assert!(self
+            .io
             .vectors
             .iter()
             .all(|&r| views[r].map_or(regs[r].len(), <[f32]>::len) >= n));
@@ -1673,7 +1668,7 @@ impl Native {
         // register, or a target from the chunk's first element); the
         // kernel reads and writes `n` of each, and the scalars it reads.
         unsafe { (self.f)(vectors.as_ptr(), scalars.as_ptr(), outs.as_ptr(), n) };
-        for &t in &self.outs {
+        for &t in &self.io.outs {
             if let Target::Reg(r) = t {
                 flat[r] = false;
                 views[r] = None;
