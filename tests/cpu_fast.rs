@@ -227,3 +227,9 @@ fn native_kernels_keep_the_tapes_signed_zeros_and_nans() {
         }
     }
 }
+
+#[test]
+fn programs_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<wgrad::Program>();
+}

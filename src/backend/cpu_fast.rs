@@ -284,8 +284,9 @@ pub(crate) struct FastPlan {
     steps: Vec<Step>,
     /// The value of each computed stored node, by node index.
     values: Vec<Vec<f32>>,
-    /// Holds the passes' native kernels.
-    _jit: Option<Jit>,
+    /// Holds the passes' native kernels (in a mutex only so that a plan
+    /// stays `Sync`: nothing locks it).
+    _jit: Option<std::sync::Mutex<Jit>>,
 }
 
 impl FastPlan {
@@ -373,7 +374,7 @@ impl FastPlan {
         FastPlan {
             steps,
             values: vec![Vec::new(); nodes.len()],
-            _jit: jit,
+            _jit: jit.map(std::sync::Mutex::new),
         }
     }
 
