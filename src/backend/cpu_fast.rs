@@ -2114,14 +2114,13 @@ impl Terms for Products<'_> {
     }
     #[inline(always)]
     fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
-        // Formed into a group first: folded straight into the lanes, the
-        // products do not vectorise.
-        let mut group = [0.0; N];
+        // Indexed over arrays of a known length, the lanes stay in vector
+        // registers (a zip of the slices came out as scalar code).
         for (x, y) in self.0.chunks_exact(N).zip(self.1.chunks_exact(N)) {
-            for ((g, &x), &y) in group.iter_mut().zip(x).zip(y) {
-                *g = x * y;
+            let (x, y): (&[f32; N], &[f32; N]) = (x.try_into().unwrap(), y.try_into().unwrap());
+            for k in 0..N {
+                lanes[k] = f(lanes[k], x[k] * y[k]);
             }
-            group.fold_into(lanes, &f);
         }
     }
 }
@@ -2151,12 +2150,11 @@ impl Terms for Scaled<'_> {
     #[inline(always)]
     fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
         // As for `Products`.
-        let mut group = [0.0; N];
         for x in self.0.chunks_exact(N) {
-            for (g, &x) in group.iter_mut().zip(x) {
-                *g = x * self.1;
+            let x: &[f32; N] = x.try_into().unwrap();
+            for k in 0..N {
+                lanes[k] = f(lanes[k], x[k] * self.1);
             }
-            group.fold_into(lanes, &f);
         }
     }
 }
