@@ -53,7 +53,7 @@ impl Device {
 
     /// A hardware GPU if there is one, else the CPU fast path; logs why. A
     /// software Vulkan (lavapipe, SwiftShader) runs the same kernels on the
-    /// same CPU about eight times slower than the fast path, so it is only
+    /// same CPU more than ten times slower than the fast path, so it is only
     /// used when asked for ([`Device::gpu`]).
     pub fn auto() -> Device {
         match Device::gpu() {
