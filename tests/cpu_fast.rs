@@ -233,3 +233,39 @@ fn programs_can_be_shared_between_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<wgrad::Program>();
 }
+
+#[test]
+fn native_kernels_through_pads_compute_the_tapes_bits() {
+    // Rosenbrock's gradient pads two shifted terms: in the chunks inside
+    // the vector each pad only copies, and one kernel runs through both;
+    // in the chunks at its ends the tape pads. Either way, the tape's bits.
+    let n = 10_000;
+    let g = Graph::new();
+    let w = g.input("w", [n]);
+    let loss = rosenbrock(w);
+    let grad = g.grad(loss, &[w])[0];
+    let outputs = [grad, w - grad * 1e-4];
+    let data = start(3, n);
+    for chunk in [1024, 100] {
+        let run = |native| {
+            let options = CpuOptions {
+                chunk,
+                native,
+                ..CpuOptions::default()
+            };
+            let mut p = g.compile(&Device::cpu_f32_with(options), &outputs).unwrap();
+            p.run(&[("w", &data)]).unwrap()
+        };
+        let (native, tape) = (run(true), run(false));
+        for (k, (got, want)) in native.iter().zip(&tape).enumerate() {
+            let same = got
+                .iter()
+                .zip(want)
+                .all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(
+                same,
+                "output {k}, chunk {chunk}: the native kernels changed bits"
+            );
+        }
+    }
+}

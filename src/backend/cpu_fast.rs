@@ -254,9 +254,14 @@ struct Pass {
 /// A run of element-wise instructions of a tape compiled as one kernel.
 struct Native {
     f: KernelFn,
-    /// The set its instructions run at.
+    /// The set whose elements it runs over.
     set: usize,
     io: Io,
+    /// The sets its instructions run at, all as long as `set` where it
+    /// runs, and those of its expansions, each of which must be a plain
+    /// copy there.
+    sets: Vec<usize>,
+    copies: Vec<usize>,
 }
 
 /// What a native kernel reads and writes.
@@ -973,17 +978,97 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
     let mut natives = Vec::new();
     let mut k = 0;
     while k < rest.len() {
-        let Some(set) = native_set(&rest[k]) else {
+        let end = k + span(&rest[k..]);
+        if end == k {
             tape.push(rest[k].clone());
+            k += 1;
+            continue;
+        }
+        let after: Vec<Instr> = rest[end..].iter().chain(&folds).cloned().collect();
+        let inner = runs(&rest[k..end], &after, &consts, jit, &mut natives);
+        // A span through pads and broadcasts is also one kernel, for the
+        // chunks where each of them only copies (no padding, no repeats).
+        let span = &rest[k..end];
+        let expands: Vec<usize> = span
+            .iter()
+            .filter_map(|i| match *i {
+                Instr::Expand { set, .. } => Some(set),
+                _ => None,
+            })
+            .collect();
+        let ops = span.iter().filter(|i| native_set(i).is_some()).count();
+        if !expands.is_empty() && ops >= MIN_NATIVE {
+            let (kernel, io) = kernel(span, &after, &consts);
+            if let Some(f) = jit.compile(&kernel) {
+                let mut sets: Vec<usize> = span.iter().filter_map(native_set).collect();
+                if span.iter().any(|i| matches!(i, Instr::Store { .. })) {
+                    sets.push(CHUNK_SET);
+                }
+                sets.extend(&expands);
+                sets.sort_unstable();
+                sets.dedup();
+                tape.push(Instr::Native {
+                    index: natives.len(),
+                    len: inner.len(),
+                });
+                natives.push(Native {
+                    f,
+                    set: sets[0],
+                    io,
+                    sets,
+                    copies: expands,
+                });
+            }
+        }
+        tape.extend(inner);
+        k = end;
+    }
+    tape.extend(folds);
+    natives
+}
+
+/// The length of the span of instructions from `tape[0]` that a kernel
+/// may compute: element-wise ones at any set but `SCALAR`, expansions
+/// (pads, broadcasts; copies where a kernel runs them), and stores of the
+/// span's results.
+fn span(tape: &[Instr]) -> usize {
+    let mut end = 0;
+    while let Some(instr) = tape.get(end) {
+        let computed = |r| tape[..end].iter().any(|i| i.dst() == Some(r));
+        match *instr {
+            Instr::Store { src, .. } | Instr::Expand { src, .. } if computed(src) => {}
+            _ if native_set(instr).is_some() => {}
+            _ => break,
+        }
+        end += 1;
+    }
+    end
+}
+
+/// Compile each long enough run of element-wise instructions at one set
+/// within `span` (followed by `after`) into a kernel: the span's
+/// instructions, each run with a `Native` marker before it.
+fn runs(
+    span: &[Instr],
+    after: &[Instr],
+    consts: &HashMap<Reg, f32>,
+    jit: &mut Jit,
+    natives: &mut Vec<Native>,
+) -> Vec<Instr> {
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < span.len() {
+        let Some(set) = native_set(&span[k]) else {
+            out.push(span[k].clone());
             k += 1;
             continue;
         };
         // The run goes on through the stores of its results at the
         // chunk's elements, which the kernel makes itself.
         let mut end = k;
-        while let Some(instr) = rest.get(end) {
+        while let Some(instr) = span.get(end) {
             let stored =
-                |src| set == CHUNK_SET && rest[k..end].iter().any(|i| i.dst() == Some(src));
+                |src| set == CHUNK_SET && span[k..end].iter().any(|i| i.dst() == Some(src));
             match *instr {
                 Instr::Store { src, .. } if stored(src) => {}
                 _ if native_set(instr) == Some(set) => {}
@@ -991,29 +1076,34 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
             }
             end += 1;
         }
-        let run = &rest[k..end];
+        let run = &span[k..end];
         let ops = run.iter().filter(|i| native_set(i).is_some()).count();
         if ops >= MIN_NATIVE {
-            let after: Vec<Instr> = rest[end..].iter().chain(&folds).cloned().collect();
-            let (kernel, io) = kernel(run, &after, &consts);
+            let after: Vec<Instr> = span[end..].iter().chain(after).cloned().collect();
+            let (kernel, io) = kernel(run, &after, consts);
             if let Some(f) = jit.compile(&kernel) {
-                tape.push(Instr::Native {
+                out.push(Instr::Native {
                     index: natives.len(),
                     len: run.len(),
                 });
-                natives.push(Native { f, set, io });
+                natives.push(Native {
+                    f,
+                    set,
+                    io,
+                    sets: vec![set],
+                    copies: Vec::new(),
+                });
             }
         }
-        tape.extend_from_slice(run);
+        out.extend_from_slice(run);
         k = end;
     }
-    tape.extend(folds);
-    natives
+    out
 }
 
 /// The kernel of a run of element-wise instructions (and the stores of
-/// their results) followed by `after`, and the registers it reads and
-/// writes.
+/// their results, and expansions, as copies) followed by `after`, and the
+/// registers it reads and writes.
 fn kernel(run: &[Instr], after: &[Instr], consts: &HashMap<Reg, f32>) -> (Kernel, Io) {
     let mut kernel = Kernel::default();
     let mut io = Io::default();
@@ -1039,6 +1129,10 @@ fn kernel(run: &[Instr], after: &[Instr], consts: &HashMap<Reg, f32>) -> (Kernel
         if let Instr::Store { src, out } = *instr {
             io.outs.push(Target::Store(out));
             kernel.results.push(defined[&src]);
+            continue;
+        }
+        if let Instr::Expand { dst, src, .. } = *instr {
+            defined.insert(dst, defined[&src]);
             continue;
         }
         let (dst, expr) = match *instr {
@@ -1452,8 +1546,13 @@ impl Pass {
                     let native = &self.natives[index];
                     // A kernel reads every element of its inputs: where
                     // one holds a single value, the tape runs instead.
-                    if native.io.vectors.iter().all(|&r| !flat[r]) {
-                        let n = sets[native.set].len;
+                    let n = sets[native.set].len;
+                    let aligned = native.sets.iter().all(|&s| sets[s].len == n)
+                        && native
+                            .copies
+                            .iter()
+                            .all(|&s| matches!(sets[s].pieces[..], [Piece::Copy(m)] if m == n));
+                    if aligned && native.io.vectors.iter().all(|&r| !flat[r]) {
                         let stores = outs.iter_mut().map(|o| o[c..].as_mut_ptr());
                         scratch.stores.clear();
                         scratch.stores.extend(stores);
