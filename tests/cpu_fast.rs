@@ -269,3 +269,18 @@ fn native_kernels_through_pads_compute_the_tapes_bits() {
         }
     }
 }
+
+#[test]
+fn column_sums_over_many_batches_of_tasks_match_the_reference() {
+    // Rows of 2^16: each task (half a row) holds 2^15 column partials, so
+    // 160 tasks take two batches of the fast path's partials.
+    let (rows, cols) = (80, 1 << 16);
+    let g = Graph::new();
+    let x = g.input("x", [rows, cols]);
+    let outputs = [x.sum_axes(&[0], false), x.max_axes(&[0], false)];
+    let data = vec![(
+        "x".to_string(),
+        sample(&mut rng(21), rows * cols, Domain::Any),
+    )];
+    check_against_reference(&Device::cpu_f32(), &g, &outputs, &data, 1e-5, "batches");
+}

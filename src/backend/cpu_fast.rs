@@ -1388,11 +1388,15 @@ impl Step {
         // Tasks run in batches whose accumulators are combined, in task
         // order, before the next batch starts: a column reduction's tasks
         // each hold up to a task's worth of outputs, and all of them at
-        // once could outgrow the input.
-        const BATCH: usize = 64;
+        // once could outgrow the input. A batch holds at most `PARTIALS`
+        // accumulators, and is otherwise as long as can be: each batch
+        // ends with the threads waiting while this one combines.
+        const PARTIALS: usize = 1 << 22;
+        let per_task: usize = reductions.iter().map(|r| r.outs.min(size)).sum();
+        let batch_len = (PARTIALS / per_task.max(1)).max(1);
         let mut pending = parts.into_iter().enumerate();
         loop {
-            let batch: Vec<_> = pending.by_ref().take(BATCH).collect();
+            let batch: Vec<_> = pending.by_ref().take(batch_len).collect();
             // A batch of one task runs here: no thread is worth waking for it.
             let partials: Vec<Vec<(usize, Vec<f64>)>> = match batch.len() {
                 0 => break,
