@@ -8,7 +8,11 @@
 //! tape of instructions over registers of a chunk's floats that stay in
 //! cache. The tape is an interpreter's, but each instruction is a loop over
 //! a whole register, specialised per op and compiled for AVX2 where the CPU
-//! has it, so dispatch costs little next to the arithmetic.
+//! has it, so dispatch costs little next to the arithmetic. Runs of
+//! element-wise instructions, and spans of them through pads and
+//! broadcasts, are compiled to native kernels (`native.rs`) that keep their
+//! values in vector registers; the tape is what they fall back to, and
+//! their bits are its bits.
 //!
 //! Layout ops move no data. A chunk is a set of indices; a layout op derives
 //! the set its operand is needed at, as runs `base, base + stride, …` that
