@@ -91,10 +91,14 @@ impl Drop for Jit {
 
 impl Jit {
     /// A compiler for this CPU, or `None` where Cranelift has no backend
-    /// for it (the tape then runs alone). Only x86-64 and AArch64: the
-    /// vector ops used here are implemented (and tested) on those; on
-    /// others Cranelift may panic rather than refuse.
+    /// for it (the tape then runs alone). Only x86-64 with SSE4.1 and
+    /// AArch64: the vector ops used here are implemented (and tested) on
+    /// those; elsewhere Cranelift may panic rather than refuse.
     pub(crate) fn new() -> Option<Jit> {
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("sse4.1") {
+            return None;
+        }
         if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
             return None;
         }
