@@ -434,9 +434,6 @@ fn sign<T: Real>(x: T) -> T {
     }
 }
 
-/// The float types the CPU backends compute in: f64 for the reference, f32
-/// for the fast path. The op table's CPU math is written once, for both,
-/// with num-traits' `Float` for the functions.
 /// The larger of `a` and `b`; the other where one is NaN (as IEEE
 /// `maxNum`), and `a` where they are equal: `max(-0, +0)` is -0. Written
 /// out, not `f32::max`, whose choice between zeros is unspecified and in
@@ -461,6 +458,9 @@ pub(crate) fn min<T: Real>(a: T, b: T) -> T {
     }
 }
 
+/// The float types the CPU backends compute in: f64 for the reference, f32
+/// for the fast path. The op table's CPU math is written once, for both,
+/// with num-traits' `Float` for the functions.
 pub trait Real: num_traits::Float + Send + Sync {
     /// `x` rounded to this type, as `as` rounds (out of range: infinite).
     fn from_f64(x: f64) -> Self;

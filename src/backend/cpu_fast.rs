@@ -258,12 +258,10 @@ struct Pass {
 /// A run of element-wise instructions of a tape compiled as one kernel.
 struct Native {
     f: KernelFn,
-    /// The set whose elements it runs over.
-    set: usize,
     io: Io,
-    /// The sets its instructions run at, all as long as `set` where it
-    /// runs, and those of its expansions, each of which must be a plain
-    /// copy there.
+    /// The sets its instructions run at and those of its expansions: it
+    /// runs over their elements where all are as long, and each expansion
+    /// (`copies`) is a plain copy.
     sets: Vec<usize>,
     copies: Vec<usize>,
 }
@@ -979,6 +977,19 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
         })
         .collect();
     tape.extend(leaves);
+    // Where each register is last read, in the order the tape will have
+    // (the folds after the rest): a run's result is an output if read
+    // after the run.
+    let mut last_read: HashMap<Reg, usize> = HashMap::new();
+    for (at, instr) in rest.iter().chain(&folds).enumerate() {
+        let mut instr = instr.clone();
+        let dst = instr.dst();
+        for r in instr.regs_mut() {
+            if Some(*r) != dst {
+                last_read.insert(*r, at);
+            }
+        }
+    }
     let mut natives = Vec::new();
     let mut k = 0;
     while k < rest.len() {
@@ -988,8 +999,8 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
             k += 1;
             continue;
         }
-        let after: Vec<Instr> = rest[end..].iter().chain(&folds).cloned().collect();
-        let inner = runs(&rest[k..end], &after, &consts, jit, &mut natives);
+        let read_after = |r: Reg, at: usize| last_read.get(&r).is_some_and(|&l| l >= at);
+        let inner = runs(&rest[k..end], k, &read_after, &consts, jit, &mut natives);
         // A span through pads and broadcasts is also one kernel, for the
         // chunks where each of them only copies (no padding, no repeats).
         let span = &rest[k..end];
@@ -1002,7 +1013,7 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
             .collect();
         let ops = span.iter().filter(|i| native_set(i).is_some()).count();
         if !expands.is_empty() && ops >= MIN_NATIVE {
-            let (kernel, io) = kernel(span, &after, &consts);
+            let (kernel, io) = kernel(span, &|r| read_after(r, end), &consts);
             if let Some(f) = jit.compile(&kernel) {
                 let mut sets: Vec<usize> = span.iter().filter_map(native_set).collect();
                 if span.iter().any(|i| matches!(i, Instr::Store { .. })) {
@@ -1017,7 +1028,6 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
                 });
                 natives.push(Native {
                     f,
-                    set: sets[0],
                     io,
                     sets,
                     copies: expands,
@@ -1050,11 +1060,14 @@ fn span(tape: &[Instr]) -> usize {
 }
 
 /// Compile each long enough run of element-wise instructions at one set
-/// within `span` (followed by `after`) into a kernel: the span's
-/// instructions, each run with a `Native` marker before it.
+/// within `span` (which starts at `first` of the tape, whose register `r`
+/// is read at or after position `at` if `read_after(r, at)`) into a
+/// kernel: the span's instructions, each run with a `Native` marker before
+/// it.
 fn runs(
     span: &[Instr],
-    after: &[Instr],
+    first: usize,
+    read_after: &dyn Fn(Reg, usize) -> bool,
     consts: &HashMap<Reg, f32>,
     jit: &mut Jit,
     natives: &mut Vec<Native>,
@@ -1083,8 +1096,7 @@ fn runs(
         let run = &span[k..end];
         let ops = run.iter().filter(|i| native_set(i).is_some()).count();
         if ops >= MIN_NATIVE {
-            let after: Vec<Instr> = span[end..].iter().chain(after).cloned().collect();
-            let (kernel, io) = kernel(run, &after, consts);
+            let (kernel, io) = kernel(run, &|r| read_after(r, first + end), consts);
             if let Some(f) = jit.compile(&kernel) {
                 out.push(Instr::Native {
                     index: natives.len(),
@@ -1092,7 +1104,6 @@ fn runs(
                 });
                 natives.push(Native {
                     f,
-                    set,
                     io,
                     sets: vec![set],
                     copies: Vec::new(),
@@ -1106,9 +1117,13 @@ fn runs(
 }
 
 /// The kernel of a run of element-wise instructions (and the stores of
-/// their results, and expansions, as copies) followed by `after`, and the
-/// registers it reads and writes.
-fn kernel(run: &[Instr], after: &[Instr], consts: &HashMap<Reg, f32>) -> (Kernel, Io) {
+/// their results, and expansions, as copies), whose results are outputs
+/// where `read_after`, and the registers it reads and writes.
+fn kernel(
+    run: &[Instr],
+    read_after: &dyn Fn(Reg) -> bool,
+    consts: &HashMap<Reg, f32>,
+) -> (Kernel, Io) {
     let mut kernel = Kernel::default();
     let mut io = Io::default();
     let mut defined: HashMap<Reg, usize> = HashMap::new();
@@ -1168,9 +1183,8 @@ fn kernel(run: &[Instr], after: &[Instr], consts: &HashMap<Reg, f32>) -> (Kernel
         defined.insert(dst, kernel.code.len());
         kernel.code.push(expr);
     }
-    let read_later = reads(&mut after.to_vec());
     for dst in run.iter().filter_map(Instr::dst) {
-        if read_later.contains_key(&dst) {
+        if read_after(dst) {
             io.outs.push(Target::Reg(dst));
             kernel.results.push(defined[&dst]);
         }
@@ -1554,7 +1568,7 @@ impl Pass {
                     let native = &self.natives[index];
                     // A kernel reads every element of its inputs: where
                     // one holds a single value, the tape runs instead.
-                    let n = sets[native.set].len;
+                    let n = sets[native.sets[0]].len;
                     let aligned = native.sets.iter().all(|&s| sets[s].len == n)
                         && native
                             .copies
