@@ -5,9 +5,10 @@
 //!
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
-//!     [--chunk 1024] [--chunks-per-task 32] [--tape-only] [--kernels]
+//!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 32]
+//!     [--tape-only] [--kernels]
 //!
-//! `cpu` is the f32 fast path (`--chunk`, `--chunks-per-task` and
+//! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and
 //! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
 //! `reference` the f64 interpreter. `--kernels` adds each GPU kernel's own
 //! time (timestamps; the median of `--reps` timed runs after the others)
@@ -62,6 +63,7 @@ fn parse() -> Result<Args> {
             "--backend" => a.backend = value()?,
             "--reps" => a.reps = value()?.parse()?,
             "--chunk" => a.cpu.chunk = value()?.parse()?,
+            "--deriving-chunk" => a.cpu.deriving_chunk = value()?.parse()?,
             "--chunks-per-task" => a.cpu.chunks_per_task = value()?.parse()?,
             "--tape-only" => a.cpu.native = false,
             "--json" => a.json = true,

@@ -14,6 +14,7 @@ fn every_op_matches_the_reference_in_tiny_chunks() {
     // Chunk and task boundaries inside every row, run, pad and reduction.
     every_case_matches_reference(&Device::cpu_f32_with(CpuOptions {
         chunk: 5,
+        deriving_chunk: 5,
         chunks_per_task: 3,
         ..CpuOptions::default()
     }));
@@ -65,6 +66,7 @@ fn long_sums_keep_their_digits() {
     };
     let one_task = Device::cpu_f32_with(CpuOptions {
         chunk: 1024,
+        deriving_chunk: 1024,
         chunks_per_task: rows * cols / 1024,
         ..CpuOptions::default()
     });
@@ -82,12 +84,23 @@ fn long_sums_keep_their_digits() {
 fn logistic_regression_with_fused_row_and_column_passes_matches_the_reference() {
     // The gradient's column sums run task by task right after the row sums
     // they read (a fused step); tasks hold whole rows.
-    let tiny = Device::cpu_f32_with(CpuOptions {
-        chunk: 5,
-        chunks_per_task: 3,
-        ..CpuOptions::default()
-    });
-    for (device, rows, d) in [(Device::cpu_f32(), 300, 257), (tiny, 40, 7)] {
+    let small = |chunk| {
+        Device::cpu_f32_with(CpuOptions {
+            chunk,
+            deriving_chunk: chunk,
+            chunks_per_task: 3,
+            ..CpuOptions::default()
+        })
+    };
+    // Chunks of 5 end inside rows of 7; chunks of 28 hold 4 whole rows, so
+    // `w` along the rows is read in place once and each row's weight in
+    // the column sums is one value for its row.
+    let cases = [
+        (Device::cpu_f32(), 300, 257),
+        (small(5), 40, 7),
+        (small(28), 40, 7),
+    ];
+    for (device, rows, d) in cases {
         let g = Graph::new();
         let x = g.input("x", [rows, d]);
         let t = g.input("t", [rows, 1]);
@@ -116,6 +129,7 @@ fn row_then_column_steps_reading_each_others_rows_match_the_reference() {
     // both do, one step runs as two passes.
     let tiny = Device::cpu_f32_with(CpuOptions {
         chunk: 5,
+        deriving_chunk: 5,
         chunks_per_task: 3,
         ..CpuOptions::default()
     });
@@ -250,6 +264,7 @@ fn native_kernels_through_pads_compute_the_tapes_bits() {
         let run = |native| {
             let options = CpuOptions {
                 chunk,
+                deriving_chunk: chunk,
                 native,
                 ..CpuOptions::default()
             };

@@ -184,15 +184,22 @@ fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
     let cases = env("WGRAD_PROPTEST_CASES", 300);
     let first = env("WGRAD_PROPTEST_SEED", 0);
     // Chunks of 3 elements and tasks of 2 chunks put chunk and task
-    // boundaries inside rows, broadcasts, pads and reductions.
-    let tiny = Device::cpu_f32_with(CpuOptions {
-        chunk: 3,
-        chunks_per_task: 2,
-        ..CpuOptions::default()
-    });
+    // boundaries inside rows, broadcasts, pads and reductions; chunks of
+    // 12 hold whole rows of every length up to 4 (so broadcast vectors
+    // and per-row values are held compactly).
+    let small = |chunk| {
+        Device::cpu_f32_with(CpuOptions {
+            chunk,
+            deriving_chunk: chunk,
+            chunks_per_task: 2,
+            ..CpuOptions::default()
+        })
+    };
+    let (tiny, rows) = (small(3), small(12));
     for seed in first..first + cases {
         check(&Device::cpu_f32(), seed);
         check(&tiny, seed);
+        check(&rows, seed);
     }
 }
 
@@ -200,13 +207,15 @@ fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
 fn native_kernels_compute_the_tapes_bits() {
     // The fast path's native kernels replace runs of its tape's
     // instructions: the same f32 operations, so the same bits, NaNs and
-    // signed zeros included; in chunks of 1024 and of 3 (kernels over a
-    // few elements, and inputs holding one value, where the tape runs).
+    // signed zeros included; in chunks of 1024, of 3 (kernels over a
+    // few elements, and inputs holding one value, where the tape runs) and
+    // of 12 (whole rows: compact inputs written out for a kernel).
     let cases = env("WGRAD_PROPTEST_CASES", 300);
     let first = env("WGRAD_PROPTEST_SEED", 0);
-    for chunk in [1024, 3] {
+    for chunk in [1024, 3, 12] {
         let options = CpuOptions {
             chunk,
+            deriving_chunk: chunk,
             chunks_per_task: 2,
             native: true,
         };

@@ -47,8 +47,16 @@ use std::collections::{BTreeMap, HashMap};
 pub struct CpuOptions {
     /// Elements per chunk: a tape's registers stay in the core's cache.
     pub chunk: usize,
-    /// Chunks per task: enough that a task's start-up cost vanishes, few
-    /// enough that the cores share the work evenly.
+    /// Elements per chunk of a pass that reads through broadcasts, slices
+    /// or pads. Such a pass derives their indices chunk by chunk and often
+    /// computes per-row values there, work per chunk rather than per
+    /// element, so its chunks are longer: a chunk of several rows reads a
+    /// vector broadcast along them in place once, and per-row values as
+    /// one value per row.
+    pub deriving_chunk: usize,
+    /// Chunks (of `chunk` elements) per task: enough that a task's
+    /// start-up cost vanishes, few enough that the cores share the work
+    /// evenly.
     pub chunks_per_task: usize,
     /// Compile runs of element-wise instructions to native code where
     /// Cranelift has a backend for this CPU (same bits; off: the tape
@@ -60,6 +68,7 @@ impl Default for CpuOptions {
     fn default() -> Self {
         CpuOptions {
             chunk: 1024,
+            deriving_chunk: 16384,
             chunks_per_task: 32,
             native: true,
         }
@@ -216,6 +225,24 @@ impl Instr {
             | Splat { dst, .. }
             | Expand { dst, .. } => Some(*dst),
             Store { .. } | Fold { .. } | FoldProduct { .. } | Native { .. } => None,
+        }
+    }
+    /// Call `f` with each register the instruction reads.
+    fn for_each_src(&self, mut f: impl FnMut(Reg)) {
+        use Instr::*;
+        match *self {
+            Load { .. } | Const { .. } | Native { .. } => {}
+            Unary { a, .. } => f(a),
+            Binary { a, b, .. } | FoldProduct { a, b, .. } => {
+                f(a);
+                f(b)
+            }
+            Select { mask, a, b, .. } => {
+                f(mask);
+                f(a);
+                f(b)
+            }
+            Expand { src, .. } | Splat { src, .. } | Store { src, .. } | Fold { src, .. } => f(src),
         }
     }
     fn regs_mut(&mut self) -> Vec<&mut Reg> {
@@ -1286,13 +1313,19 @@ struct Step {
 /// Order the passes into steps, fusing a pass into the one before it
 /// where it may read that pass's row reductions row by row.
 fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
-    let chunk = options.chunk.max(1);
-    let task = chunk * options.chunks_per_task.max(1);
-    let single = |p: Pass| Step {
-        passes: vec![p],
-        for_updates: true,
-        chunk,
-        task,
+    let task = options.chunk.max(1) * options.chunks_per_task.max(1);
+    let chunk = |passes: &[Pass]| match passes.iter().any(|p| p.sets.len() > SCALAR + 1) {
+        true => options.deriving_chunk.max(1),
+        false => options.chunk.max(1),
+    };
+    let single = |p: Pass| {
+        let chunk = chunk(std::slice::from_ref(&p));
+        Step {
+            passes: vec![p],
+            for_updates: true,
+            chunk,
+            task: task.div_ceil(chunk) * chunk,
+        }
     };
     let mut out = Vec::new();
     // The previous group's passes not fused yet: each may be fused with a
@@ -1306,12 +1339,22 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
                 .enumerate()
                 .find_map(|(k, a)| fusable(a, &b, task).map(|rows| (k, rows)));
             match partner {
-                Some((k, rows)) => fused.push(Step {
-                    passes: vec![waiting.remove(k), b],
-                    for_updates: true,
-                    chunk,
-                    task: task.div_ceil(rows) * rows,
-                }),
+                Some((k, rows)) => {
+                    let passes = vec![waiting.remove(k), b];
+                    // Chunks of whole rows where a row fits, and tasks of
+                    // whole chunks (so of whole rows).
+                    let chunk = match chunk(&passes) {
+                        c if rows <= c => c / rows * rows,
+                        c => c,
+                    };
+                    let whole = if rows <= chunk { chunk } else { rows };
+                    fused.push(Step {
+                        passes,
+                        for_updates: true,
+                        chunk,
+                        task: task.div_ceil(whole) * whole,
+                    })
+                }
                 None => rest.push(b),
             }
         }
@@ -1526,6 +1569,7 @@ impl Pass {
         // element 0 alone: a per-row value over a chunk within one row, or
         // a uniform one, costs one element until a loop needs it spread.
         let mut flat = vec![false; self.regs];
+        let mut compact: Vec<Option<Compact>> = vec![None; self.regs];
         let mut sets: Vec<SetRuns> = (0..self.sets.len()).map(|_| SetRuns::default()).collect();
         sets[SCALAR].runs.push(Run {
             base: 0,
@@ -1575,13 +1619,54 @@ impl Pass {
                             .iter()
                             .all(|&s| matches!(sets[s].pieces[..], [Piece::Copy(m)] if m == n));
                     if aligned && native.io.vectors.iter().all(|&r| !flat[r]) {
+                        for &r in &native.io.vectors {
+                            write_out(&mut regs, &mut views, &mut compact, r);
+                        }
                         let stores = outs.iter_mut().map(|o| o[c..].as_mut_ptr());
                         scratch.stores.clear();
                         scratch.stores.extend(stores);
-                        native.run(&mut regs, &mut views, &mut flat, &mut scratch, n);
+                        native.run(
+                            &mut regs,
+                            &mut views,
+                            &mut flat,
+                            &mut compact,
+                            &mut scratch,
+                            n,
+                        );
                         skip = len;
                     }
                     continue;
+                }
+                // A fold's outputs at the chunk's elements.
+                if let Fold { out, .. } | FoldProduct { out, .. } = *instr {
+                    runs.clear();
+                    let to_out = &self.reductions[out].to_out;
+                    map_runs(to_out, whole(start + c, n), &mut |run| runs.push(run));
+                }
+                // Compact operands are written out, but a fold of
+                // products reads them in place where each of its runs
+                // reads each factor's values, or one value, in place, and
+                // not both factors as one value.
+                let in_place = match *instr {
+                    FoldProduct { a, b, form, .. } => {
+                        let (ra, rb) = (views[a].unwrap_or(&regs[a]), views[b].unwrap_or(&regs[b]));
+                        let a_one = flat[a] || matches!(form, Form::LeftOne);
+                        let b_one = flat[b] || matches!(form, Form::RightOne);
+                        let mut at = 0;
+                        runs.iter().all(|r| {
+                            let pa = part(ra, a_one, compact[a], at, r.len);
+                            let pb = part(rb, b_one, compact[b], at, r.len);
+                            at += r.len;
+                            !matches!(
+                                (pa, pb),
+                                (None, _) | (_, None) | (Some(Part::One(_)), Some(Part::One(_)))
+                            )
+                        })
+                    }
+                    _ => false,
+                };
+                if !in_place {
+                    instr.for_each_src(|r| write_out(&mut regs, &mut views, &mut compact, r));
                 }
                 // Operands read element by element are spread out first.
                 match *instr {
@@ -1589,7 +1674,8 @@ impl Pass {
                     // At most one factor is read once (a uniform product
                     // is folded as a scaled register).
                     FoldProduct { a, b, form, .. }
-                        if (flat[a] || matches!(form, Form::LeftOne))
+                        if !in_place
+                            && (flat[a] || matches!(form, Form::LeftOne))
                             && (flat[b] || matches!(form, Form::RightOne)) =>
                     {
                         let r = if matches!(form, Form::RightOne) { a } else { b };
@@ -1614,18 +1700,37 @@ impl Pass {
                 // A result read in place: a source's, or a dying operand's.
                 let mut view = None;
                 let mut take = None;
+                let mut result_compact = None;
                 match *instr {
                     Store { src, out } => outs[out][c..c + n].copy_from_slice(&read(src)[..n]),
                     Fold { src, out } => {
-                        let r = &self.reductions[out];
-                        runs.clear();
-                        map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
-                        accs[out].fold(r.op, &read(src)[..n], &runs);
+                        accs[out].fold(self.reductions[out].op, &read(src)[..n], &runs);
+                    }
+                    FoldProduct { a, b, form, out } if in_place => {
+                        let (op, acc) = (self.reductions[out].op, &mut accs[out]);
+                        let a_one = flat[a] || matches!(form, Form::LeftOne);
+                        let b_one = flat[b] || matches!(form, Form::RightOne);
+                        let (x, y) = (read(a), read(b));
+                        let mut at = 0;
+                        for r in &runs {
+                            let pa = part(x, a_one, compact[a], at, r.len);
+                            let pb = part(y, b_one, compact[b], at, r.len);
+                            let run = std::slice::from_ref(r);
+                            match (pa, pb) {
+                                (Some(Part::Each(x)), Some(Part::Each(y))) => {
+                                    acc.fold(op, Products(x, y), run)
+                                }
+                                (Some(Part::Each(x)), Some(Part::One(s)))
+                                | (Some(Part::One(s)), Some(Part::Each(x))) => {
+                                    acc.fold(op, Scaled(x, s), run)
+                                }
+                                _ => unreachable!("checked before"),
+                            }
+                            at += r.len;
+                        }
                     }
                     FoldProduct { a, b, form, out } => {
                         let r = &self.reductions[out];
-                        runs.clear();
-                        map_runs(&r.to_out, whole(start + c, n), &mut |run| runs.push(run));
                         let a_one = flat[a] || matches!(form, Form::LeftOne);
                         let b_one = flat[b] || matches!(form, Form::RightOne);
                         let (x, y) = (read(a), read(b));
@@ -1647,6 +1752,17 @@ impl Pass {
                         {
                             let from = base - src.first;
                             view = Some(&src.values[from..from + len]);
+                        } else if let Some(&first) = at
+                            .first()
+                            .filter(|r| r.stride == 1 && at.len() > 1 && at.iter().all(|s| s == *r))
+                        {
+                            // Runs repeating one run: that run, in place.
+                            let from = first.base - src.first;
+                            view = Some(&src.values[from..from + first.len]);
+                            result_compact = Some(Compact::Period {
+                                period: first.len,
+                                len: first.len * at.len(),
+                            });
                         } else {
                             load(d.as_mut().expect("a result"), src, at);
                         }
@@ -1702,6 +1818,19 @@ impl Pass {
                         let out = d.as_mut().expect("a result");
                         match pieces[..] {
                             _ if result_flat => out[0] = read(src)[0],
+                            // Each value repeated as often: the values.
+                            [Piece::Repeat(block), ..]
+                                if pieces
+                                    .iter()
+                                    .all(|p| matches!(*p, Piece::Repeat(m) if m == block)) =>
+                            {
+                                let k = pieces.len();
+                                out[..k].copy_from_slice(&read(src)[..k]);
+                                result_compact = Some(Compact::Blocks {
+                                    block,
+                                    len: block * k,
+                                });
+                            }
                             // All of a dying operand's values, in order:
                             // the result is that register (or view).
                             [Piece::Copy(_)] if last => match views[src] {
@@ -1719,6 +1848,7 @@ impl Pass {
                     regs[r] = d;
                     flat[r] = result_flat;
                     views[r] = view;
+                    compact[r] = result_compact;
                 }
             }
         }
@@ -1749,6 +1879,7 @@ impl Native {
         regs: &mut [Vec<f32>],
         views: &mut [Option<&[f32]>],
         flat: &mut [bool],
+        compact: &mut [Option<Compact>],
         scratch: &mut Scratch,
         n: usize,
     ) {
@@ -1794,6 +1925,7 @@ impl Native {
             if let Target::Reg(r) = t {
                 flat[r] = false;
                 views[r] = None;
+                compact[r] = None;
             }
         }
     }
@@ -1971,6 +2103,77 @@ fn load(dst: &mut [f32], src: Src, runs: &[Run]) {
 /// Whether an expansion repeats one value over its whole set.
 fn repeats_one(pieces: &[Piece]) -> bool {
     matches!(pieces, [Piece::Repeat(_)])
+}
+
+/// How a register holds its values when it does not hold one per index:
+/// compactly, read in place by a fold of products and written out in full
+/// (`write_out`) before anything else reads it.
+#[derive(Clone, Copy, Debug)]
+enum Compact {
+    /// Its first `period` values, repeated over `len` indices: a vector
+    /// broadcast along the rows of a chunk of several rows.
+    Period { period: usize, len: usize },
+    /// Value `k` for each of the indices `k·block..(k + 1)·block` of
+    /// `len`: one value per row, expanded over a chunk of whole rows.
+    Blocks { block: usize, len: usize },
+}
+
+/// Write a compact register's values out at each of its indices (into the
+/// register itself, which then stops being a view).
+fn write_out(
+    regs: &mut [Vec<f32>],
+    views: &mut [Option<&[f32]>],
+    compact: &mut [Option<Compact>],
+    r: Reg,
+) {
+    let Some(c) = compact[r].take() else { return };
+    let reg = &mut regs[r];
+    match c {
+        Compact::Period { period, len } => {
+            if let Some(v) = views[r].take() {
+                reg[..period].copy_from_slice(&v[..period]);
+            }
+            for at in (period..len).step_by(period) {
+                reg.copy_within(..period, at);
+            }
+        }
+        // From the last block back: block k's value, at k, is read
+        // before the blocks from k on are written.
+        Compact::Blocks { block, len } => {
+            for k in (0..len / block).rev() {
+                let v = reg[k];
+                reg[k * block..(k + 1) * block].fill(v);
+            }
+        }
+    }
+}
+
+/// Terms `at..at + len` of a fold's operand as read in place: its values,
+/// or one value for all of them (`None`: they are neither, in place).
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Each(&'a [f32]),
+    One(f32),
+}
+
+fn part(
+    values: &[f32],
+    one: bool,
+    compact: Option<Compact>,
+    at: usize,
+    len: usize,
+) -> Option<Part<'_>> {
+    match compact {
+        _ if one => Some(Part::One(values[0])),
+        None => Some(Part::Each(&values[at..at + len])),
+        Some(Compact::Period { period, .. }) => {
+            let from = at % period;
+            (from + len <= period).then(|| Part::Each(&values[from..from + len]))
+        }
+        Some(Compact::Blocks { block, .. }) => {
+            (at / block == (at + len - 1) / block).then(|| Part::One(values[at / block]))
+        }
+    }
 }
 
 /// Write a flat register's value at each of its set's `len` indices.
