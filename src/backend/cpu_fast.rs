@@ -4,7 +4,8 @@
 //! only leaves, reductions and the values asked for are stored; everything
 //! else is computed inside the pass that needs it. A pass runs over one
 //! extent (its element-wise targets' elements, or its reductions'
-//! operands') in chunks (1024 elements by default), and each chunk runs a
+//! operands') in chunks (by default 1024 elements, 16384 where the pass
+//! derives index sets: see `CpuOptions::deriving_chunk`), and each chunk runs a
 //! tape of instructions over registers of a chunk's floats that stay in
 //! cache. The tape is an interpreter's, but each instruction is a loop over
 //! a whole register, specialised per op and compiled for AVX2 where the CPU
@@ -22,6 +23,9 @@
 //! evaluation per row, not one per element), and a pad never computes its
 //! padding. A uniform value (a constant, a broadcast scalar) is computed
 //! once and read as a scalar. Each node is computed once per set of indices.
+//! In a chunk of whole rows, a vector broadcast along them is read in place
+//! once and a per-row value is held once per row (`Compact`), and a fold of
+//! products reads them so, four rows at a time (`Acc::fold_rows`).
 //!
 //! Passes run in steps. A pass that reads a row reduction only one value per
 //! row runs task by task right after the pass that folds it, while the
@@ -1711,12 +1715,33 @@ impl Pass {
                         let a_one = flat[a] || matches!(form, Form::LeftOne);
                         let b_one = flat[b] || matches!(form, Form::RightOne);
                         let (x, y) = (read(a), read(b));
-                        let mut at = 0;
-                        for r in &runs {
-                            let pa = part(x, a_one, compact[a], at, r.len);
-                            let pb = part(y, b_one, compact[b], at, r.len);
-                            let run = std::slice::from_ref(r);
-                            match (pa, pb) {
+                        let parts = |at, len| {
+                            let pa = part(x, a_one, compact[a], at, len);
+                            (pa, part(y, b_one, compact[b], at, len))
+                        };
+                        let products = |at, len| match parts(at, len) {
+                            (Some(Part::Each(x)), Some(Part::Each(y))) => Some(Products(x, y)),
+                            _ => None,
+                        };
+                        let (mut at, mut k) = (0, 0);
+                        while k < runs.len() {
+                            // Four rows of products at once, where four runs
+                            // in a row are rows of one length.
+                            if let Some(four) = runs
+                                .get(k..k + 4)
+                                .filter(|f| f.iter().all(|r| r.stride == 0 && r.len == f[0].len))
+                            {
+                                let len = four[0].len;
+                                let terms: [_; 4] =
+                                    std::array::from_fn(|j| products(at + j * len, len));
+                                if let [Some(p0), Some(p1), Some(p2), Some(p3)] = terms {
+                                    acc.fold_four(op, [p0, p1, p2, p3], four);
+                                    (at, k) = (at + 4 * len, k + 4);
+                                    continue;
+                                }
+                            }
+                            let (r, run) = (runs[k], &runs[k..k + 1]);
+                            match parts(at, r.len) {
                                 (Some(Part::Each(x)), Some(Part::Each(y))) => {
                                     acc.fold(op, Products(x, y), run)
                                 }
@@ -1726,7 +1751,7 @@ impl Pass {
                                 }
                                 _ => unreachable!("checked before"),
                             }
-                            at += r.len;
+                            (at, k) = (at + r.len, k + 1);
                         }
                     }
                     FoldProduct { a, b, form, out } => {
@@ -2282,6 +2307,10 @@ struct Acc {
 
 /// Terms an f32 partial holds at most before it goes into f64.
 const DEPTH: usize = 32;
+/// The f32 lanes a run into one output folds in, and the terms of each
+/// of its blocks (each block's lanes go into f64 on their own).
+const LANES: usize = 32;
+const BLOCK: usize = LANES * DEPTH;
 
 impl Acc {
     fn new(op: ReduceOp, lo: usize, len: usize) -> Acc {
@@ -2306,30 +2335,57 @@ impl Acc {
         }
     }
 
+    /// Fold the terms of four runs, each into one output (`fold_rows`),
+    /// or else `fold`.
+    #[inline(always)]
+    fn fold_four<T: Terms>(&mut self, op: ReduceOp, x: [T; 4], runs: &[Run]) {
+        use ReduceOp::*;
+        let rows = match runs {
+            [a, b, c, d] => [a, b, c, d],
+            _ => unreachable!("four runs"),
+        };
+        match op {
+            Sum => self.fold_rows(Sum, x, rows),
+            Max => self.fold_rows(Max, x, rows),
+            Min => self.fold_rows(Min, x, rows),
+        }
+    }
+
+    /// Fold the terms `x[k]` into the output of run `runs[k]` (each of
+    /// stride 0, all as long), in independent f32 lanes (they vectorise
+    /// and hide the adder's latency), a block at a time. The runs' groups
+    /// of lanes interleave, so that `R` rows' loads are in flight at once;
+    /// each run's operations are the same, in the same order, whatever `R`.
+    #[inline(always)]
+    fn fold_rows<const R: usize, T: Terms>(&mut self, op: ReduceOp, x: [T; R], runs: [&Run; R]) {
+        let len = runs[0].len;
+        for b in (0..len).step_by(BLOCK) {
+            let n = BLOCK.min(len - b);
+            let blocks: [T; R] = std::array::from_fn(|r| x[r].part(b, n));
+            let mut lanes = [[op.identity() as f32; LANES]; R];
+            for g in 0..n / LANES {
+                for (block, lanes) in blocks.iter().zip(&mut lanes) {
+                    block.fold_group(g, lanes, |l, v| op.cpu(l, v));
+                }
+            }
+            for ((block, lanes), run) in blocks.iter().zip(&lanes).zip(runs) {
+                let tail = (n / LANES * LANES..n).map(|k| block.at(k) as f64);
+                let all = lanes.iter().map(|&l| l as f64).chain(tail);
+                let a = &mut self.wide[run.base - self.lo];
+                *a = all.fold(*a, |s, v| op.cpu(s, v));
+            }
+        }
+    }
+
     #[inline(always)]
     fn fold_runs(&mut self, op: ReduceOp, x: impl Terms, runs: &[Run]) {
-        // A run into one output folds in independent f32 lanes (they
-        // vectorise and hide the adder's latency), a block at a time.
-        const LANES: usize = 32;
-        const BLOCK: usize = LANES * DEPTH;
         let mut at = 0;
         for r in runs {
             let x = x.part(at, r.len);
             at += r.len;
             let first = r.base - self.lo;
             match r.stride {
-                0 => {
-                    let a = &mut self.wide[first];
-                    for b in (0..r.len).step_by(BLOCK) {
-                        let block = x.part(b, BLOCK.min(r.len - b));
-                        let mut lanes = [op.identity() as f32; LANES];
-                        let whole = block.len() / LANES * LANES;
-                        block.fold_lanes(&mut lanes, |l, v| op.cpu(l, v));
-                        let tail = (whole..block.len()).map(|k| block.at(k) as f64);
-                        let all = lanes.iter().map(|&l| l as f64).chain(tail);
-                        *a = all.fold(*a, |s, v| op.cpu(s, v));
-                    }
-                }
+                0 => self.fold_rows(op, [x], [r]),
                 1 => {
                     if self.depth == DEPTH {
                         self.flush(op);
@@ -2376,22 +2432,22 @@ impl Acc {
 /// The terms a fold reads, `len()` of them: a register's values, or
 /// products formed on the way (`FoldProduct`).
 trait Terms: Copy {
-    fn len(self) -> usize;
     /// The terms `at..at + len`.
     fn part(self, at: usize, len: usize) -> Self;
     fn at(self, k: usize) -> f32;
     /// `acc[k] = f(acc[k], term k)` for each term (as many as `acc`
     /// holds), written as one zip so that it vectorises.
     fn fold_into(self, acc: &mut [f32], f: impl Fn(f32, f32) -> f32);
-    /// `lanes[k] = f(lanes[k], term j)` for each whole group of `N` terms
-    /// and `k = j mod N`, one group after another (the rest are left).
-    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32);
+    /// `lanes[k] = f(lanes[k], term g·N + k)` for each `k < N`.
+    fn fold_group<const N: usize>(
+        self,
+        g: usize,
+        lanes: &mut [f32; N],
+        f: impl Fn(f32, f32) -> f32,
+    );
 }
 
 impl Terms for &[f32] {
-    fn len(self) -> usize {
-        <[f32]>::len(self)
-    }
     #[inline(always)]
     fn part(self, at: usize, len: usize) -> Self {
         &self[at..at + len]
@@ -2407,10 +2463,13 @@ impl Terms for &[f32] {
         }
     }
     #[inline(always)]
-    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
-        for g in self.chunks_exact(N) {
-            g.fold_into(lanes, &f);
-        }
+    fn fold_group<const N: usize>(
+        self,
+        g: usize,
+        lanes: &mut [f32; N],
+        f: impl Fn(f32, f32) -> f32,
+    ) {
+        self[g * N..(g + 1) * N].fold_into(lanes, f);
     }
 }
 
@@ -2419,9 +2478,6 @@ impl Terms for &[f32] {
 struct Products<'a>(&'a [f32], &'a [f32]);
 
 impl Terms for Products<'_> {
-    fn len(self) -> usize {
-        self.0.len()
-    }
     #[inline(always)]
     fn part(self, at: usize, len: usize) -> Self {
         Products(&self.0[at..at + len], &self.1[at..at + len])
@@ -2437,14 +2493,21 @@ impl Terms for Products<'_> {
         }
     }
     #[inline(always)]
-    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
+    fn fold_group<const N: usize>(
+        self,
+        g: usize,
+        lanes: &mut [f32; N],
+        f: impl Fn(f32, f32) -> f32,
+    ) {
         // Indexed over arrays of a known length, the lanes stay in vector
         // registers (a zip of the slices came out as scalar code).
-        for (x, y) in self.0.chunks_exact(N).zip(self.1.chunks_exact(N)) {
-            let (x, y): (&[f32; N], &[f32; N]) = (x.try_into().unwrap(), y.try_into().unwrap());
-            for k in 0..N {
-                lanes[k] = f(lanes[k], x[k] * y[k]);
-            }
+        let at = g * N..(g + 1) * N;
+        let (x, y): (&[f32; N], &[f32; N]) = (
+            self.0[at.clone()].try_into().unwrap(),
+            self.1[at].try_into().unwrap(),
+        );
+        for k in 0..N {
+            lanes[k] = f(lanes[k], x[k] * y[k]);
         }
     }
 }
@@ -2454,9 +2517,6 @@ impl Terms for Products<'_> {
 struct Scaled<'a>(&'a [f32], f32);
 
 impl Terms for Scaled<'_> {
-    fn len(self) -> usize {
-        self.0.len()
-    }
     #[inline(always)]
     fn part(self, at: usize, len: usize) -> Self {
         Scaled(&self.0[at..at + len], self.1)
@@ -2472,13 +2532,16 @@ impl Terms for Scaled<'_> {
         }
     }
     #[inline(always)]
-    fn fold_lanes<const N: usize>(self, lanes: &mut [f32; N], f: impl Fn(f32, f32) -> f32) {
+    fn fold_group<const N: usize>(
+        self,
+        g: usize,
+        lanes: &mut [f32; N],
+        f: impl Fn(f32, f32) -> f32,
+    ) {
         // As for `Products`.
-        for x in self.0.chunks_exact(N) {
-            let x: &[f32; N] = x.try_into().unwrap();
-            for k in 0..N {
-                lanes[k] = f(lanes[k], x[k] * self.1);
-            }
+        let x: &[f32; N] = self.0[g * N..(g + 1) * N].try_into().unwrap();
+        for k in 0..N {
+            lanes[k] = f(lanes[k], x[k] * self.1);
         }
     }
 }
