@@ -2370,9 +2370,8 @@ impl Acc {
             }
             for ((block, lanes), run) in blocks.iter().zip(&lanes).zip(runs) {
                 let tail = (n / LANES * LANES..n).map(|k| block.at(k) as f64);
-                let all = lanes.iter().map(|&l| l as f64).chain(tail);
                 let a = &mut self.wide[run.base - self.lo];
-                *a = all.fold(*a, |s, v| op.cpu(s, v));
+                *a = tail.fold(op.cpu(*a, lane_tree(op, lanes)), |s, v| op.cpu(s, v));
             }
         }
     }
@@ -2544,6 +2543,22 @@ impl Terms for Scaled<'_> {
             lanes[k] = f(lanes[k], x[k] * self.1);
         }
     }
+}
+
+/// The fold of the lanes in f64, as a tree (lane k with lane k + half,
+/// halving): independent adds that vectorise, where a chain of `LANES`
+/// adds would wait on each in turn.
+#[inline(always)]
+fn lane_tree(op: ReduceOp, lanes: &[f32; LANES]) -> f64 {
+    let mut w = lanes.map(f64::from);
+    let mut half = LANES;
+    while half > 1 {
+        half /= 2;
+        for k in 0..half {
+            w[k] = op.cpu(w[k], w[k + half]);
+        }
+    }
+    w[0]
 }
 
 /// Fold a task's accumulators (outputs from `lo`) into the step's.
