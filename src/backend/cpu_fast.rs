@@ -25,7 +25,7 @@
 //! once and read as a scalar. Each node is computed once per set of indices.
 //! In a chunk of whole rows, a vector broadcast along them is read in place
 //! once and a per-row value is held once per row (`Compact`), and a fold of
-//! products reads them so, four rows at a time (`Acc::fold_rows`).
+//! products reads them so, two rows at a time (`Acc::fold_rows`).
 //!
 //! Passes run in steps. A pass that reads a row reduction only one value per
 //! row runs task by task right after the pass that folds it, while the
@@ -1725,18 +1725,18 @@ impl Pass {
                         };
                         let (mut at, mut k) = (0, 0);
                         while k < runs.len() {
-                            // Four rows of products at once, where four runs
-                            // in a row are rows of one length.
-                            if let Some(four) = runs
-                                .get(k..k + 4)
+                            // `ROWS_AT_ONCE` rows of products at once, where
+                            // as many runs in a row are rows of one length.
+                            if let Some(rows) = runs
+                                .get(k..k + ROWS_AT_ONCE)
                                 .filter(|f| f.iter().all(|r| r.stride == 0 && r.len == f[0].len))
                             {
-                                let len = four[0].len;
-                                let terms: [_; 4] =
+                                let len = rows[0].len;
+                                let terms: [_; ROWS_AT_ONCE] =
                                     std::array::from_fn(|j| products(at + j * len, len));
-                                if let [Some(p0), Some(p1), Some(p2), Some(p3)] = terms {
-                                    acc.fold_four(op, [p0, p1, p2, p3], four);
-                                    (at, k) = (at + 4 * len, k + 4);
+                                if terms.iter().all(Option::is_some) {
+                                    acc.fold_rows_at_once(op, terms.map(Option::unwrap), rows);
+                                    (at, k) = (at + ROWS_AT_ONCE * len, k + ROWS_AT_ONCE);
                                     continue;
                                 }
                             }
@@ -2305,6 +2305,11 @@ struct Acc {
     touched: std::ops::Range<usize>,
 }
 
+/// Rows a fold of products folds together: their loads in flight at once.
+/// Two rows' lanes fill half of AVX2's vector registers; four spill them,
+/// and ran slower (a row product at 2^24 on this machine, 2.2 against 2.4 ms).
+const ROWS_AT_ONCE: usize = 2;
+
 /// Terms an f32 partial holds at most before it goes into f64.
 const DEPTH: usize = 32;
 /// The f32 lanes a run into one output folds in, and the terms of each
@@ -2335,15 +2340,11 @@ impl Acc {
         }
     }
 
-    /// Fold the terms of four runs, each into one output (`fold_rows`),
-    /// or else `fold`.
+    /// `fold_rows` of `ROWS_AT_ONCE` runs, its loops specialised per op.
     #[inline(always)]
-    fn fold_four<T: Terms>(&mut self, op: ReduceOp, x: [T; 4], runs: &[Run]) {
+    fn fold_rows_at_once<T: Terms>(&mut self, op: ReduceOp, x: [T; ROWS_AT_ONCE], runs: &[Run]) {
         use ReduceOp::*;
-        let rows = match runs {
-            [a, b, c, d] => [a, b, c, d],
-            _ => unreachable!("four runs"),
-        };
+        let rows: [&Run; ROWS_AT_ONCE] = std::array::from_fn(|j| &runs[j]);
         match op {
             Sum => self.fold_rows(Sum, x, rows),
             Max => self.fold_rows(Max, x, rows),
