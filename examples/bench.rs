@@ -5,7 +5,7 @@
 //!
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
-//!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 32]
+//!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels]
 //!
 //! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and

@@ -73,7 +73,7 @@ impl Default for CpuOptions {
         CpuOptions {
             chunk: 1024,
             deriving_chunk: 16384,
-            chunks_per_task: 32,
+            chunks_per_task: 128,
             native: true,
         }
     }

@@ -330,6 +330,42 @@ pub fn check_against_reference(
     assert_close(what, &got, &want, tol);
 }
 
+/// `check_against_reference` for sums whose terms cancel: output `k`'s
+/// difference is measured against `scales[k]`, the sums of its terms'
+/// magnitudes (by the reference), not against the result. The f32
+/// roundings of the terms and of partial sums scale with the terms: a
+/// result far smaller than they are is only known that well.
+pub fn check_sums_against_reference(
+    device: &Device,
+    g: &Graph,
+    outputs: &[Var],
+    scales: &[Var],
+    data: &[(String, Vec<f64>)],
+    tol: f64,
+    what: &str,
+) {
+    let data = as_f32(data);
+    let feeds = view(&data);
+    let mut p = g
+        .compile(device, outputs)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let got = p.run(&feeds).unwrap();
+    let mut reference = g
+        .compile(&Device::cpu(), &[outputs, scales].concat())
+        .unwrap();
+    let mut want = reference.run(&feeds).unwrap();
+    let scales = want.split_off(outputs.len());
+    for (k, ((g, w), s)) in got.iter().zip(&want).zip(&scales).enumerate() {
+        for (i, ((&g, &w), &s)) in g.iter().zip(w).zip(s).enumerate() {
+            let d = (g as f64 - w as f64).abs() / (s as f64).max(1.0);
+            assert!(
+                d <= tol,
+                "{what}: output {k} differs at element {i}: {g} vs reference {w} (difference {d:.2e} of the terms' magnitudes {s} > {tol:.0e})"
+            );
+        }
+    }
+}
+
 /// R(w) = Σ_{i<n−1} 100(w_{i+1} − w_i²)² + (1 − w_i)², the anchors' Rosenbrock.
 pub fn rosenbrock(w: Var<'_>) -> Var<'_> {
     let n = w.numel();
