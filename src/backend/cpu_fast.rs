@@ -2024,17 +2024,37 @@ fn map_runs(m: &StridedMap, r: Run, emit: &mut impl FnMut(Run)) {
             stride: 0,
             len: r.len,
         }),
-        // Along the last axis the sources step evenly.
+        // Along the last axis the sources step evenly, and from one row to
+        // the next by the axis before's stride, until that axis wraps
+        // (there the source is computed afresh: divisions, one per axis).
         1 => {
+            let n = m.out_dims.len();
+            let (rows, row_step) = match n {
+                1 => (usize::MAX, 0),
+                _ => (m.out_dims[n - 2], m.src_strides[n - 2]),
+            };
             let (mut i, end) = (r.base, r.base + r.len);
-            while i < end {
-                let len = (d - i % d).min(end - i);
+            let (mut col, mut row, mut src) = (i % d, (i / d) % rows, m.source(i));
+            loop {
+                let len = (d - col).min(end - i);
                 emit(Run {
-                    base: m.source(i),
+                    base: src,
                     stride: step,
                     len,
                 });
                 i += len;
+                if i == end {
+                    break;
+                }
+                row += 1;
+                src = match row == rows {
+                    true => {
+                        row = 0;
+                        m.source(i)
+                    }
+                    false => src - col * step + row_step,
+                };
+                col = 0;
             }
         }
         stride => {
@@ -2196,7 +2216,7 @@ fn part(
             (from + len <= period).then(|| Part::Each(&values[from..from + len]))
         }
         Some(Compact::Blocks { block, .. }) => {
-            (at / block == (at + len - 1) / block).then(|| Part::One(values[at / block]))
+            (at % block + len <= block).then(|| Part::One(values[at / block]))
         }
     }
 }
