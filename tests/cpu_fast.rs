@@ -12,12 +12,7 @@ fn every_op_and_its_gradients_match_the_reference() {
 #[test]
 fn every_op_matches_the_reference_in_tiny_chunks() {
     // Chunk and task boundaries inside every row, run, pad and reduction.
-    every_case_matches_reference(&Device::cpu_f32_with(CpuOptions {
-        chunk: 5,
-        deriving_chunk: 5,
-        chunks_per_task: 3,
-        ..CpuOptions::default()
-    }));
+    every_case_matches_reference(&Device::cpu_f32_with(in_chunks(5, 3)));
 }
 
 #[test]
@@ -64,12 +59,7 @@ fn long_sums_keep_their_digits() {
         let mut p = g.compile(device, &[out]).unwrap();
         p.run(&[("x", &data)]).unwrap().remove(0)
     };
-    let one_task = Device::cpu_f32_with(CpuOptions {
-        chunk: 1024,
-        deriving_chunk: 1024,
-        chunks_per_task: rows * cols / 1024,
-        ..CpuOptions::default()
-    });
+    let one_task = Device::cpu_f32_with(in_chunks(1024, rows * cols / 1024));
     for device in [Device::cpu_f32(), one_task] {
         for out in [all, columns] {
             let (got, want) = (run(&device, out), run(&Device::cpu(), out));
@@ -84,14 +74,7 @@ fn long_sums_keep_their_digits() {
 fn logistic_regression_with_fused_row_and_column_passes_matches_the_reference() {
     // The gradient's column sums run task by task right after the row sums
     // they read (a fused step); tasks hold whole rows.
-    let small = |chunk| {
-        Device::cpu_f32_with(CpuOptions {
-            chunk,
-            deriving_chunk: chunk,
-            chunks_per_task: 3,
-            ..CpuOptions::default()
-        })
-    };
+    let small = |chunk| Device::cpu_f32_with(in_chunks(chunk, 3));
     // Chunks of 5 end inside rows of 7; chunks of 28 hold 4 whole rows, so
     // `w` along the rows is read in place once and each row's weight in
     // the column sums is one value for its row.
@@ -127,12 +110,7 @@ fn row_then_column_steps_reading_each_others_rows_match_the_reference() {
     // each column sum weighs its rows by row sums. Where one column pass
     // reads the other tensor's row sums, its step must run second; where
     // both do, one step runs as two passes.
-    let tiny = Device::cpu_f32_with(CpuOptions {
-        chunk: 5,
-        deriving_chunk: 5,
-        chunks_per_task: 3,
-        ..CpuOptions::default()
-    });
+    let tiny = Device::cpu_f32_with(in_chunks(5, 3));
     for (device, rows, d1, d2) in [(Device::cpu_f32(), 300, 257, 130), (tiny, 40, 7, 5)] {
         for both in [false, true] {
             let g = Graph::new();
@@ -270,10 +248,8 @@ fn native_kernels_through_pads_compute_the_tapes_bits() {
     for chunk in [1024, 100] {
         let run = |native| {
             let options = CpuOptions {
-                chunk,
-                deriving_chunk: chunk,
                 native,
-                ..CpuOptions::default()
+                ..in_chunks(chunk, CpuOptions::default().chunks_per_task)
             };
             let mut p = g.compile(&Device::cpu_f32_with(options), &outputs).unwrap();
             p.run(&[("w", &data)]).unwrap()

@@ -187,14 +187,7 @@ fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
     // boundaries inside rows, broadcasts, pads and reductions; chunks of
     // 12 hold whole rows of every length up to 4 (so broadcast vectors
     // and per-row values are held compactly).
-    let small = |chunk| {
-        Device::cpu_f32_with(CpuOptions {
-            chunk,
-            deriving_chunk: chunk,
-            chunks_per_task: 2,
-            ..CpuOptions::default()
-        })
-    };
+    let small = |chunk| Device::cpu_f32_with(in_chunks(chunk, 2));
     let (tiny, rows) = (small(3), small(12));
     for seed in first..first + cases {
         check(&Device::cpu_f32(), seed);
@@ -214,10 +207,8 @@ fn native_kernels_compute_the_tapes_bits() {
     let first = env("WGRAD_PROPTEST_SEED", 0);
     for chunk in [1024, 3, 12] {
         let options = CpuOptions {
-            chunk,
-            deriving_chunk: chunk,
-            chunks_per_task: 2,
             native: true,
+            ..in_chunks(chunk, 2)
         };
         let tape = CpuOptions {
             native: false,

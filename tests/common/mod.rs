@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 use rand::{Rng, SeedableRng};
-use wgrad::{Device, Graph, Var};
+use wgrad::{CpuOptions, Device, Graph, Var};
 
 /// The GPU, or `None` (the caller skips) when there is none, unless
 /// `WGRAD_REQUIRE_GPU=1`, when a missing adapter fails the test.
@@ -17,6 +17,17 @@ pub fn gpu() -> Option<Device> {
             eprintln!("skipping: no GPU adapter ({e}); set WGRAD_REQUIRE_GPU=1 to fail instead");
             None
         }
+    }
+}
+
+/// The fast path's options for chunks of `chunk` elements in every pass
+/// (deriving ones too), `chunks_per_task` to a task.
+pub fn in_chunks(chunk: usize, chunks_per_task: usize) -> CpuOptions {
+    CpuOptions {
+        chunk,
+        deriving_chunk: chunk,
+        chunks_per_task,
+        ..CpuOptions::default()
     }
 }
 
@@ -306,6 +317,28 @@ pub fn view<T>(data: &[(String, Vec<T>)]) -> Vec<(&str, &[T])> {
         .collect()
 }
 
+/// `outputs` run on `device`, and `outputs` then `extra` on the f64
+/// reference, with `data`.
+fn run_on_both(
+    device: &Device,
+    g: &Graph,
+    outputs: &[Var],
+    extra: &[Var],
+    data: &[(String, Vec<f64>)],
+    what: &str,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let data = as_f32(data);
+    let feeds = view(&data);
+    let mut p = g
+        .compile(device, outputs)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let got = p.run(&feeds).unwrap();
+    let mut reference = g
+        .compile(&Device::cpu(), &[outputs, extra].concat())
+        .unwrap();
+    (got, reference.run(&feeds).unwrap())
+}
+
 /// Run `outputs` on `device` and on the f64 reference with `data`, and
 /// assert they agree to `tol`.
 pub fn check_against_reference(
@@ -316,17 +349,7 @@ pub fn check_against_reference(
     tol: f64,
     what: &str,
 ) {
-    let data = as_f32(data);
-    let feeds = view(&data);
-    let mut p = g
-        .compile(device, outputs)
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let got = p.run(&feeds).unwrap();
-    let want = g
-        .compile(&Device::cpu(), outputs)
-        .unwrap()
-        .run(&feeds)
-        .unwrap();
+    let (got, want) = run_on_both(device, g, outputs, &[], data, what);
     assert_close(what, &got, &want, tol);
 }
 
@@ -344,16 +367,7 @@ pub fn check_sums_against_reference(
     tol: f64,
     what: &str,
 ) {
-    let data = as_f32(data);
-    let feeds = view(&data);
-    let mut p = g
-        .compile(device, outputs)
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let got = p.run(&feeds).unwrap();
-    let mut reference = g
-        .compile(&Device::cpu(), &[outputs, scales].concat())
-        .unwrap();
-    let mut want = reference.run(&feeds).unwrap();
+    let (got, mut want) = run_on_both(device, g, outputs, scales, data, what);
     let scales = want.split_off(outputs.len());
     for (k, ((g, w), s)) in got.iter().zip(&want).zip(&scales).enumerate() {
         for (i, ((&g, &w), &s)) in g.iter().zip(w).zip(s).enumerate() {
