@@ -1650,9 +1650,11 @@ impl Pass {
                 // Compact operands are written out, but a fold of
                 // products reads them in place where each of its runs
                 // reads each factor's values, or one value, in place, and
-                // not both factors as one value.
+                // not both factors as one value. (Not where its runs are
+                // of a few elements, as a permuted operand's are: checks
+                // per run would cost more than one fold over them all.)
                 let in_place = match *instr {
-                    FoldProduct { a, b, form, .. } => {
+                    FoldProduct { a, b, form, .. } if runs.len() * 4 <= n => {
                         let (ra, rb) = (views[a].unwrap_or(&regs[a]), views[b].unwrap_or(&regs[b]));
                         let a_one = flat[a] || matches!(form, Form::LeftOne);
                         let b_one = flat[b] || matches!(form, Form::RightOne);
