@@ -960,15 +960,10 @@ fn fold_products(tape: &mut [Instr]) {
 }
 
 /// How many times each register is read.
-fn reads(tape: &mut [Instr]) -> HashMap<Reg, usize> {
+fn reads(tape: &[Instr]) -> HashMap<Reg, usize> {
     let mut uses: HashMap<Reg, usize> = HashMap::new();
-    for instr in tape.iter_mut() {
-        let dst = instr.dst();
-        for r in instr.regs_mut() {
-            if Some(*r) != dst {
-                *uses.entry(*r).or_default() += 1;
-            }
-        }
+    for instr in tape {
+        instr.for_each_src(|r| *uses.entry(r).or_default() += 1);
     }
     uses
 }
@@ -1013,13 +1008,9 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
     // after the run.
     let mut last_read: HashMap<Reg, usize> = HashMap::new();
     for (at, instr) in rest.iter().chain(&folds).enumerate() {
-        let mut instr = instr.clone();
-        let dst = instr.dst();
-        for r in instr.regs_mut() {
-            if Some(*r) != dst {
-                last_read.insert(*r, at);
-            }
-        }
+        instr.for_each_src(|r| {
+            last_read.insert(r, at);
+        });
     }
     let mut natives = Vec::new();
     let mut k = 0;
@@ -1230,15 +1221,10 @@ fn kernel(
 fn drop_unread(tape: &mut Vec<Instr>) {
     loop {
         let mut read = std::collections::HashSet::new();
-        for instr in tape.iter_mut() {
-            let dst = instr.dst();
-            read.extend(
-                instr
-                    .regs_mut()
-                    .into_iter()
-                    .map(|r| *r)
-                    .filter(|&r| Some(r) != dst),
-            );
+        for instr in tape.iter() {
+            instr.for_each_src(|r| {
+                read.insert(r);
+            });
         }
         let before = tape.len();
         tape.retain(|i| i.dst().is_none_or(|d| read.contains(&d)));
@@ -2461,12 +2447,15 @@ trait Terms: Copy {
     /// holds), written as one zip so that it vectorises.
     fn fold_into(self, acc: &mut [f32], f: impl Fn(f32, f32) -> f32);
     /// `lanes[k] = f(lanes[k], term g·N + k)` for each `k < N`.
+    #[inline(always)]
     fn fold_group<const N: usize>(
         self,
         g: usize,
         lanes: &mut [f32; N],
         f: impl Fn(f32, f32) -> f32,
-    );
+    ) {
+        self.part(g * N, N).fold_into(lanes, f);
+    }
 }
 
 impl Terms for &[f32] {
@@ -2483,15 +2472,6 @@ impl Terms for &[f32] {
         for (a, &x) in acc.iter_mut().zip(self) {
             *a = f(*a, x);
         }
-    }
-    #[inline(always)]
-    fn fold_group<const N: usize>(
-        self,
-        g: usize,
-        lanes: &mut [f32; N],
-        f: impl Fn(f32, f32) -> f32,
-    ) {
-        self[g * N..(g + 1) * N].fold_into(lanes, f);
     }
 }
 
