@@ -1,15 +1,18 @@
-// A fused element-wise kernel: every output of this kernel has LEN elements,
-// and each is computed at its own flat index `idx` by the generated BODY
-// (which loads operands, recomputes any fused producers, and stores).
+// A fused element-wise kernel: each output is computed at its own flat index
+// `idx`, for idx in START..END (all of its elements, or one window of them
+// when its tensors take more bindings than one dispatch may have), by the
+// generated BODY (which loads operands, recomputes any fused producers, and
+// stores).
 // Each thread takes UNROLL elements a workgroup apart, written out by the
 // code generator (UNROLLED; CHECKED where the last ones may be past the
 // end), so that their loads are in flight together. A grid-stride loop
-// covers any LEN with at most the adapter's number of workgroups per
+// covers any range with at most the adapter's number of workgroups per
 // dimension.
 {{PRELUDE}}
 {{BINDINGS}}
 
-const LEN: u32 = {{LEN}}u;
+const START: u32 = {{START}}u;
+const END: u32 = {{END}}u;
 const WG: u32 = 256u;
 const UNROLL: u32 = {{UNROLL}}u;
 
@@ -20,8 +23,8 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let stride = nwg.x * WG * UNROLL;
-    for (var first: u32 = wid.x * WG * UNROLL + lid; first < LEN; first += stride) {
-        if (first + (UNROLL - 1u) * WG < LEN) {
+    for (var first: u32 = START + wid.x * WG * UNROLL + lid; first < END; first += stride) {
+        if (first + (UNROLL - 1u) * WG < END) {
 {{UNROLLED}}
         } else {
 {{CHECKED}}

@@ -1,13 +1,16 @@
 // One pass of a deterministic reduction: a workgroup tree, no atomics.
 //
-// The reduction has OUT outputs, each folding REDUCE_LEN elements, taken in
+// The reduction's outputs each fold the same number of elements, taken in
 // tiles of WG: thread `lid` takes element `lid` of each tile it folds.
 // Each output is cut into GROUPS chunks: chunk c folds tiles c, c + GROUPS,
 // c + 2 GROUPS, …, so the workgroups sweep the tensor together (a compact
 // window of pages at any time, not a stream per workgroup). slot = output *
-// GROUPS + chunk, and each workgroup folds the slots wid.x, wid.x + nwg.x,
-// … into dst[slot]; with GROUPS > 1 a second pass of this same template
-// folds the chunks. Every thread folds a fixed set of elements in a fixed
+// GROUPS + chunk, and each workgroup folds the slots FIRST_SLOT + wid.x,
+// + nwg.x, … below END_SLOT into dst[slot]; with GROUPS > 1 a second pass
+// of this same template folds the chunks. One dispatch covers all slots
+// and the elements FOLD_START..FOLD_END of each fold: all of them, or a
+// window when the tensors take more bindings than one dispatch may have
+// (then each window's chunks are partials too). Every thread folds a fixed set of elements in a fixed
 // order and the tree (tree.wgsl) has a fixed shape, so the same inputs give
 // the same bits on every run; STORE writes the fold, `total`.
 //
@@ -24,9 +27,11 @@
 {{BINDINGS}}
 
 const WG: u32 = 256u;
-const SLOTS: u32 = {{SLOTS}}u;
+const FIRST_SLOT: u32 = {{FIRST_SLOT}}u;
+const END_SLOT: u32 = {{END_SLOT}}u;
 const GROUPS: u32 = {{GROUPS}}u;
-const REDUCE_LEN: u32 = {{REDUCE_LEN}}u;
+const FOLD_START: u32 = {{FOLD_START}}u;
+const FOLD_END: u32 = {{FOLD_END}}u;
 
 {{TREE}}
 
@@ -40,11 +45,11 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    for (var slot: u32 = wid.x; slot < SLOTS; slot += nwg.x) {
+    for (var slot: u32 = FIRST_SLOT + wid.x; slot < END_SLOT; slot += nwg.x) {
         let o = slot / GROUPS;
         let base: u32 = {{BASE}};
         var acc: f32 = {{IDENTITY}};
-        for (var r: u32 = (slot % GROUPS) * WG + lid; r < REDUCE_LEN; r += GROUPS * WG) {
+        for (var r: u32 = FOLD_START + (slot % GROUPS) * WG + lid; r < FOLD_END; r += GROUPS * WG) {
             let idx: u32 = base + {{OFFSET}};
 {{BODY}}
             acc = combine(acc, {{VALUE}});

@@ -225,6 +225,26 @@ impl StridedMap {
             offset: self.offset,
         }
     }
+    /// Bounds on the source indices of output elements `lo..=hi`: the least
+    /// and the greatest, each axis bounded on its own (so a bound need not
+    /// be attained, but no source index falls outside it).
+    pub fn source_range(&self, lo: usize, hi: usize) -> (usize, usize) {
+        let m = self.simplified();
+        let out_strides = Shape(m.out_dims.clone()).strides();
+        let (mut least, mut most) = (m.offset, m.offset);
+        for ((&dim, &src), &stride) in m.out_dims.iter().zip(&m.src_strides).zip(&out_strides) {
+            let (a, b) = (lo / stride, hi / stride);
+            // The axis's index runs from a % dim to b % dim unless it wraps.
+            let (first, last) = if b - a >= dim || a % dim > b % dim {
+                (0, dim - 1)
+            } else {
+                (a % dim, b % dim)
+            };
+            least += first * src;
+            most += last * src;
+        }
+        (least, most)
+    }
     /// Whether the map is the identity (the output reads the source in order).
     pub fn is_identity(&self) -> bool {
         self.offset == 0 && self.src_strides == Shape(self.out_dims.clone()).strides()
@@ -259,6 +279,22 @@ impl PadMap {
         let r = i % self.inner;
         (a >= self.before && a < self.before + self.len)
             .then(|| (outer * self.len + (a - self.before)) * self.inner + r)
+    }
+    /// Bounds on the source indices of output elements `lo..=hi` that are
+    /// not padding: from the step along the axis of `lo` (or the nearest
+    /// one in the source) to that of `hi`, whole steps.
+    pub fn source_range(&self, lo: usize, hi: usize) -> (usize, usize) {
+        if self.len == 0 {
+            return (0, 0);
+        }
+        // The source step of output element i, clamped into the source.
+        let step = |i: usize| {
+            let outer = i / (self.out_len * self.inner);
+            let a =
+                ((i / self.inner) % self.out_len).clamp(self.before, self.before + self.len - 1);
+            outer * self.len + a - self.before
+        };
+        (step(lo) * self.inner, (step(hi) + 1) * self.inner - 1)
     }
     /// `source(i)`, and the end of the run from `i` on that is all padding
     /// or whose sources follow on consecutively.
@@ -327,7 +363,37 @@ mod tests {
                 (0..n).map(|i| m.source(i)).collect::<Vec<_>>()
             );
         }
+        // Source bounds hold every source of a range of outputs.
+        let maps = [
+            StridedMap::broadcast(&Shape::from([3, 1]), &Shape::from([2, 3, 4])),
+            StridedMap::slice(&Shape::from([4, 5, 6]), 1, 1, 3),
+            StridedMap::slice(&Shape::from([1000]), 0, 1, 999),
+            StridedMap::permute(&Shape::from([3, 4, 5]), &[2, 0, 1]),
+        ];
+        for m in &maps {
+            let n: usize = m.out_dims.iter().product();
+            for (lo, hi) in [(0, n - 1), (0, 0), (3, 17), (n / 2, n - 1), (5, 5)] {
+                let (least, most) = m.source_range(lo, hi);
+                for i in lo..=hi {
+                    let s = m.source(i);
+                    assert!(least <= s && s <= most, "{m:?} {lo}..={hi} at {i}");
+                }
+            }
+        }
+        // On the contiguous windows the scheduler makes, the bounds are tight.
+        assert_eq!(maps[2].source_range(100, 199), (101, 200));
+        assert_eq!(maps[0].source_range(0, 23), (0, 2));
         let pad = PadMap::new(&Shape::from([2, 3, 2]), 1, 1, 5);
+        for (lo, hi) in [(0, 19), (3, 12), (11, 11), (0, 1), (8, 11), (9, 13)] {
+            let (least, most) = pad.source_range(lo, hi);
+            for s in (lo..=hi).filter_map(|i| pad.source(i)) {
+                assert!(least <= s && s <= most, "pad {lo}..={hi}: {s}");
+            }
+        }
+        // A one-dimensional pad's bounds are its window, shifted.
+        let pad = PadMap::new(&Shape::from([999]), 0, 1, 1000);
+        assert_eq!(pad.source_range(100, 199), (99, 198));
+        assert_eq!(pad.source_range(0, 0), (0, 0));
         for i in 0..2 * 5 * 2 {
             let (src, end) = pad.segment(i);
             assert_eq!(src, pad.source(i));

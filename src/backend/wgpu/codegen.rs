@@ -8,11 +8,17 @@
 //! ops, forward and backward, fuses into one kernel, and a value needed at
 //! two indices is recomputed rather than stored. Values are shared within a
 //! kernel by (node, index).
+//!
+//! The emitter also bounds every index it writes: given the range of the
+//! kernel's own index (`set_range`), each remapped index gets bounds from
+//! its map, and each buffer binds only the parts its accesses can reach.
+//! That is what lets the scheduler cut a kernel over tensors too large for
+//! its bindings into windows of its index space, one dispatch each.
 
 use super::schedule::{BufId, BufSpec};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, Op, WGSL_PRELUDE};
-use crate::shape::{Shape, StridedMap};
+use crate::shape::{PadMap, Shape, StridedMap};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
@@ -27,8 +33,10 @@ pub(crate) struct Emitter<'a> {
     stored: &'a HashMap<NodeId, BufId>,
     /// How many elements each buffer holds, and how many fit one binding.
     layout: Layout<'a>,
-    /// The buffers this kernel uses, in first-use order, and whether it writes them.
-    used: Vec<(BufId, bool)>,
+    /// The buffers this kernel uses, in first-use order.
+    used: Vec<Use>,
+    /// Bounds (least, greatest) of index variables, where known.
+    ranges: HashMap<String, (usize, usize)>,
     pub body: String,
     indent: usize,
     memo: HashMap<(NodeId, String), String>,
@@ -53,6 +61,7 @@ impl<'a> Emitter<'a> {
             stored,
             layout,
             used: Vec::new(),
+            ranges: HashMap::new(),
             body: String::new(),
             indent,
             memo: HashMap::new(),
@@ -64,16 +73,50 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn use_buffer(&mut self, buf: BufId, write: bool) {
-        match self.used.iter_mut().find(|(b, _)| *b == buf) {
-            Some(u) => u.1 |= write,
-            None => self.used.push((buf, write)),
+    /// Let the index variable (or index expression) `name` range over
+    /// `lo..=hi` in this kernel.
+    pub fn set_range(&mut self, name: &str, lo: usize, hi: usize) {
+        self.ranges.insert(name.to_string(), (lo, hi));
+    }
+
+    /// Bounds on the index expression `idx`: a variable with a range, or a literal.
+    fn range_of(&self, idx: &str) -> Option<(usize, usize)> {
+        if let Some(&r) = self.ranges.get(idx) {
+            return Some(r);
+        }
+        let v = idx.strip_suffix('u')?.parse().ok()?;
+        Some((v, v))
+    }
+
+    /// Note an access to `buf` at `idx`: the parts it can reach (all of
+    /// them where `idx` is not bounded).
+    fn use_buffer(&mut self, buf: BufId, write: bool, idx: &str) {
+        let last = self.layout.parts(buf) - 1;
+        let (first, end) = match self.range_of(idx) {
+            Some((lo, hi)) => (
+                (lo / self.layout.chunk).min(last),
+                (hi / self.layout.chunk).min(last),
+            ),
+            None => (0, last),
+        };
+        match self.used.iter_mut().find(|u| u.buf == buf) {
+            Some(u) => {
+                u.write |= write;
+                u.first = u.first.min(first);
+                u.last = u.last.max(end);
+            }
+            None => self.used.push(Use {
+                buf,
+                write,
+                first,
+                last: end,
+            }),
         }
     }
 
     /// An expression loading element `idx` of buffer `buf`.
     pub fn load(&mut self, buf: BufId, idx: &str) -> String {
-        self.use_buffer(buf, false);
+        self.use_buffer(buf, false, idx);
         if self.layout.parts(buf) == 1 {
             format!("t{buf}[{idx}]")
         } else {
@@ -83,7 +126,7 @@ impl<'a> Emitter<'a> {
 
     /// A statement storing `value` into element `idx` of buffer `buf`.
     pub fn store_statement(&mut self, buf: BufId, idx: &str, value: &str) -> String {
-        self.use_buffer(buf, true);
+        self.use_buffer(buf, true, idx);
         if self.layout.parts(buf) == 1 {
             format!("t{buf}[{idx}] = {value};")
         } else {
@@ -91,11 +134,12 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// The bindings, in binding order: each buffer's parts, and whether the kernel writes it.
+    /// The bindings, in binding order: each buffer's parts that the kernel
+    /// can reach, and whether it writes them.
     pub fn bindings(&self) -> Vec<(BufId, usize, bool)> {
         self.used
             .iter()
-            .flat_map(|&(b, w)| (0..self.layout.parts(b)).map(move |p| (b, p, w)))
+            .flat_map(|u| (u.first..=u.last).map(move |p| (u.buf, p, u.write)))
             .collect()
     }
 
@@ -244,7 +288,11 @@ impl<'a> Emitter<'a> {
         if m.is_identity() {
             return idx.to_string();
         }
-        self.index(strided_expr(m, idx))
+        let v = self.index(strided_expr(m, idx));
+        if let Some((lo, hi)) = self.range_of(idx) {
+            self.ranges.insert(v.clone(), m.source_range(lo, hi));
+        }
+        v
     }
 
     /// Pad: the source's value where the output index falls inside it, else 0.
@@ -276,6 +324,10 @@ impl<'a> Emitter<'a> {
             len * inner
         );
         let s = self.index(s);
+        if let Some((lo, hi)) = self.range_of(idx) {
+            let map = PadMap::new(&in_shape, axis, before, out_len);
+            self.ranges.insert(s.clone(), map.source_range(lo, hi));
+        }
         let x = self.value(src, &s);
         self.line(&format!("{v} = {x};"));
         self.indent -= 1;
@@ -286,14 +338,20 @@ impl<'a> Emitter<'a> {
     }
 
     /// The `@binding` declarations for the buffers used; a buffer split over
-    /// several bindings gets functions that pick the part by index.
+    /// several bindings gets functions that pick the part by index (only the
+    /// parts bound: the others are out of the kernel's reach).
     pub fn declarations(&self) -> String {
         let mut s = String::new();
         let mut slot = 0;
-        for &(buf, write) in &self.used {
+        for &Use {
+            buf,
+            write,
+            first,
+            last,
+        } in &self.used
+        {
             let access = if write { "read_write" } else { "read" };
-            let parts = self.layout.parts(buf);
-            if parts == 1 {
+            if self.layout.parts(buf) == 1 {
                 let _ = writeln!(
                     s,
                     "@group(0) @binding({slot}) var<storage, {access}> t{buf}: array<f32>;"
@@ -301,7 +359,7 @@ impl<'a> Emitter<'a> {
                 slot += 1;
                 continue;
             }
-            for p in 0..parts {
+            for p in first..=last {
                 let _ = writeln!(
                     s,
                     "@group(0) @binding({slot}) var<storage, {access}> t{buf}_{p}: array<f32>;"
@@ -310,9 +368,9 @@ impl<'a> Emitter<'a> {
             }
             let (shift, mask) = (self.layout.chunk.trailing_zeros(), self.layout.chunk - 1);
             let arms = |body: &dyn Fn(usize) -> String| {
-                (0..parts)
+                (first..=last)
                     .map(|p| {
-                        let label = if p + 1 == parts {
+                        let label = if p == last {
                             "default".to_string()
                         } else {
                             format!("case {p}u")
@@ -336,6 +394,15 @@ impl<'a> Emitter<'a> {
         }
         s
     }
+}
+
+/// A buffer a kernel uses: whether it writes it, and the parts it can reach.
+#[derive(Clone, Copy, Debug)]
+struct Use {
+    buf: BufId,
+    write: bool,
+    first: usize,
+    last: usize,
 }
 
 /// The size of every buffer, and how many elements one binding may hold.

@@ -22,7 +22,10 @@
 //!   it would bind more buffers than the device allows.
 //!
 //! A buffer larger than one storage binding is split into parts of `chunk`
-//! elements (see `codegen::Layout`).
+//! elements (see `codegen::Layout`). A kernel binds only the parts its
+//! index range can reach; one whose tensors take more bindings than the
+//! device allows is cut into windows of its index range, one dispatch each
+//! (`in_windows`).
 
 use super::codegen::{fill, strided_expr, validate, Emitter, Layout};
 use super::device::GpuLimits;
@@ -32,6 +35,7 @@ use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, BinaryOp, Op, ReduceOp};
 use crate::shape::{Shape, StridedMap};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
@@ -63,6 +67,8 @@ const ENOUGH_OUTPUTS: usize = 512;
 /// Outputs folding at most this many elements each take a thread each
 /// (`shaders/reduce_short.wgsl`), not a workgroup.
 const SHORT_REDUCE: usize = 64;
+/// A kernel is cut into at most this many windows of its index range.
+const MAX_WINDOWS: usize = 1024;
 
 /// A buffer of the program, by index.
 pub(crate) type BufId = usize;
@@ -259,21 +265,6 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     // elements, a power of two so that finding the part is a shift.
     let most = (limits.max_storage_binding.min(limits.max_buffer) / 4).max(64);
     let chunk = 1usize << (63 - most.leading_zeros());
-    // A kernel binds every part of a buffer it reads, and at least one
-    // buffer more that it writes.
-    if let Some(b) = buffers
-        .iter()
-        .find(|b| b.parts(chunk) >= limits.max_storage_buffers as usize)
-    {
-        return Err(Error::TooLarge(format!(
-            "a tensor of {} elements needs {} storage bindings of {} elements, \
-             and a kernel on this device binds at most {} buffers",
-            b.numel,
-            b.parts(chunk),
-            chunk,
-            limits.max_storage_buffers
-        )));
-    }
 
     // Kernels load only what cannot be recomputed: leaves, reductions, and
     // nodes stored on purpose. A requested output or update value is written
@@ -575,20 +566,21 @@ enum Fit {
     Split,
 }
 
-/// Whether a finished emission fits the device; if not, what to do about
-/// it, or an error where nothing can be done: one op whose operands, all
-/// stored, take more bindings than a kernel may have.
+/// Whether a finished kernel (one that needs some node at `too_many`
+/// indices, and takes `bindings` storage bindings) fits the device; if
+/// not, what to do about it, or an error where nothing can be done: one op
+/// whose operands, all stored, take more bindings than a kernel may have.
 fn fits(
-    e: &Emitter,
+    too_many: Option<NodeId>,
+    bindings: usize,
     nodes: &[Node],
     stored: &HashMap<NodeId, BufId>,
     targets: &[NodeId],
     limits: &GpuLimits,
 ) -> Result<Option<Fit>> {
-    if let Some(id) = e.too_many_indices {
+    if let Some(id) = too_many {
         return Ok(Some(Fit::Store(id)));
     }
-    let bindings = e.bindings().len();
     if bindings <= limits.max_storage_buffers as usize {
         return Ok(None);
     }
@@ -612,8 +604,9 @@ fn fits(
                 let node = &nodes[id.index()];
                 return Err(Error::TooLarge(format!(
                     "a {} of {} elements reads tensors taking {bindings} storage bindings \
-                     with its result (a tensor over one binding takes several), and a \
-                     kernel on this device binds at most {}",
+                     with its result (a tensor over one binding takes several, and no \
+                     window of its elements reads fewer), and a kernel on this device \
+                     binds at most {}",
                     node.op.name(),
                     node.shape.numel(),
                     limits.max_storage_buffers
@@ -631,6 +624,84 @@ fn fits(
     }
 }
 
+/// A kernel's dispatches for one cut of its index range, and the node (if
+/// any) it needs at too many indices, which is the same for every cut.
+struct Cut {
+    kernels: Vec<KernelSpec>,
+    too_many_indices: Option<NodeId>,
+}
+
+impl Cut {
+    /// The most storage bindings one of its dispatches takes.
+    fn widest(&self) -> usize {
+        self.kernels
+            .iter()
+            .map(|k| k.bindings.len())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The fewest dispatches of a kernel whose bindings fit the device.
+/// `build(s, f)` builds the kernel with its slots (outputs, or elements)
+/// cut into at most `s` windows and each fold (where it has one) into at
+/// most `f`. Tried: the whole range, then 2, 4, 8, … windows of the slots;
+/// where `cut_folds`, of each fold, then of both (a column sum of a large
+/// matrix needs both). Each way of cutting goes on up to `MAX_WINDOWS`
+/// dispatches, or until three finer cuts in a row bind no fewer buffers (a
+/// window of a tensor read out of order reaches all its parts however
+/// narrow). Where none fits, the whole range, built last, so that whatever
+/// `build` planned is its own.
+fn in_windows(
+    limits: &GpuLimits,
+    cut_folds: bool,
+    mut build: impl FnMut(usize, usize) -> Result<Cut>,
+) -> Result<Cut> {
+    let max = limits.max_storage_buffers as usize;
+    let whole = build(1, 1)?;
+    if whole.too_many_indices.is_some() || whole.widest() <= max {
+        return Ok(whole);
+    }
+    for (slots, folds) in [(true, false), (false, true), (true, true)] {
+        if folds && !cut_folds {
+            continue;
+        }
+        let (mut best, mut stale) = (whole.widest(), 0);
+        let mut n = 2;
+        let cuts = |n: usize| (if slots { n } else { 1 }, if folds { n } else { 1 });
+        while cuts(n).0 * cuts(n).1 <= MAX_WINDOWS && stale < 3 {
+            let cut = build(cuts(n).0, cuts(n).1)?;
+            if cut.widest() <= max {
+                return Ok(cut);
+            }
+            stale = if cut.widest() < best { 0 } else { stale + 1 };
+            best = best.min(cut.widest());
+            n *= 2;
+        }
+    }
+    build(1, 1)
+}
+
+/// `0..len` in at most `n` windows. Windows (but the last) have one
+/// power-of-two length, so that a window of a tensor read in order reaches
+/// as few binding parts (a power of two elements each) as it can.
+fn windows(len: usize, n: usize) -> Vec<Range<usize>> {
+    if n == 1 || len <= 1 {
+        return std::iter::once(0..len).collect();
+    }
+    let w = len.div_ceil(n).next_power_of_two();
+    (0..len).step_by(w).map(|a| a..(a + w).min(len)).collect()
+}
+
+/// A kernel's label, with its window where it has several.
+fn window_label(label: &str, k: usize, n: usize) -> String {
+    if n == 1 {
+        label.to_string()
+    } else {
+        format!("{label} (window {} of {n})", k + 1)
+    }
+}
+
 fn elementwise_kernels(
     ctx: Ctx,
     buffers: &[BufSpec],
@@ -644,9 +715,66 @@ fn elementwise_kernels(
         chunk,
     } = ctx;
     let layout = Layout { buffers, chunk };
-    let mut e = Emitter::new(nodes, stored, layout, 2);
-    emit_targets(&mut e, stored, targets, "idx");
-    match fits(&e, nodes, stored, &ids(targets), limits)? {
+    let label = format!("elementwise[{extent}] -> {:?}", ids(targets));
+    let kernel = |k: usize, n: usize, range: &Range<usize>| {
+        let mut e = Emitter::new(nodes, stored, layout, 2);
+        if !range.is_empty() {
+            e.set_range("idx", range.start, range.end - 1);
+        }
+        emit_targets(&mut e, stored, targets, "idx");
+        let copy = |u: usize, checked: bool| {
+            let body = if checked {
+                format!("if (idx < END) {{\n{}\n}}", e.body)
+            } else {
+                e.body.clone()
+            };
+            format!("{{\nlet idx = first + {}u;\n{body}\n}}\n", u * WORKGROUP)
+        };
+        let wgsl = fill(
+            ELEMENTWISE,
+            &[
+                ("BINDINGS", &e.declarations()),
+                ("START", &range.start.to_string()),
+                ("END", &range.end.to_string()),
+                ("UNROLL", &UNROLL.to_string()),
+                (
+                    "UNROLLED",
+                    &(0..UNROLL).map(|u| copy(u, false)).collect::<String>(),
+                ),
+                (
+                    "CHECKED",
+                    &(0..UNROLL).map(|u| copy(u, true)).collect::<String>(),
+                ),
+            ],
+        );
+        let spec = KernelSpec {
+            label: window_label(&label, k, n),
+            wgsl,
+            bindings: e.bindings(),
+            workgroups: dispatch_count(range.len(), WORKGROUP * UNROLL, limits),
+        };
+        (spec, e.too_many_indices)
+    };
+    let cut = in_windows(limits, false, |n, _| {
+        let ranges = windows(extent, n);
+        let (kernels, too_many): (Vec<_>, Vec<_>) = ranges
+            .iter()
+            .enumerate()
+            .map(|(k, range)| kernel(k, ranges.len(), range))
+            .unzip();
+        Ok(Cut {
+            kernels,
+            too_many_indices: too_many[0],
+        })
+    })?;
+    match fits(
+        cut.too_many_indices,
+        cut.widest(),
+        nodes,
+        stored,
+        &ids(targets),
+        limits,
+    )? {
         Some(Fit::Split) => {
             let (a, b) = targets.split_at(targets.len() / 2);
             let mut out = Vec::new();
@@ -656,42 +784,11 @@ fn elementwise_kernels(
                     other => return Ok(other),
                 }
             }
-            return Ok(Fit::Kernels(out));
+            Ok(Fit::Kernels(out))
         }
-        Some(other) => return Ok(other),
-        None => {}
+        Some(other) => Ok(other),
+        None => Ok(Fit::Kernels(cut.kernels)),
     }
-    let label = format!("elementwise[{extent}] -> {:?}", ids(targets));
-    let copy = |u: usize, checked: bool| {
-        let body = if checked {
-            format!("if (idx < LEN) {{\n{}\n}}", e.body)
-        } else {
-            e.body.clone()
-        };
-        format!("{{\nlet idx = first + {}u;\n{body}\n}}\n", u * WORKGROUP)
-    };
-    let wgsl = fill(
-        ELEMENTWISE,
-        &[
-            ("BINDINGS", &e.declarations()),
-            ("LEN", &extent.to_string()),
-            ("UNROLL", &UNROLL.to_string()),
-            (
-                "UNROLLED",
-                &(0..UNROLL).map(|u| copy(u, false)).collect::<String>(),
-            ),
-            (
-                "CHECKED",
-                &(0..UNROLL).map(|u| copy(u, true)).collect::<String>(),
-            ),
-        ],
-    );
-    Ok(Fit::Kernels(vec![KernelSpec {
-        label,
-        wgsl,
-        bindings: e.bindings(),
-        workgroups: dispatch_count(extent, WORKGROUP * UNROLL, limits),
-    }]))
 }
 
 fn ids(targets: &[Target]) -> Vec<NodeId> {
@@ -700,7 +797,10 @@ fn ids(targets: &[Target]) -> Vec<NodeId> {
 
 /// One reduction: pass 1 folds chunks of each output (with the operand's
 /// element-wise producers fused in, and `riders` written on the way); when
-/// there is more than one chunk, pass 2 folds the chunks.
+/// there is more than one chunk, pass 2 folds the chunks. Where the
+/// tensors take more bindings than one dispatch may have, pass 1 is cut
+/// into windows of its outputs, or of each fold (whose results are then
+/// partials too, folded by pass 2 in order).
 fn reduction(
     ctx: Ctx,
     target: Target,
@@ -722,63 +822,122 @@ fn reduction(
     let in_shape = &nodes[operand.index()].shape;
     let outs = node.shape.numel();
     let len: usize = axes.iter().map(|&a| in_shape.0[a]).product();
-    let groups = if len <= CHUNK_TARGET || outs >= ENOUGH_OUTPUTS {
-        1
-    } else {
-        len.div_ceil(CHUNK_TARGET).min(MAX_CHUNKS)
-    };
     let (base_map, offset_map) = StridedMap::reduction(in_shape, axes);
-    let dst = if groups == 1 {
-        target.buf
-    } else {
-        buffers.push(BufSpec {
-            numel: outs * groups,
-            kind: BufKind::Temp,
-        });
-        buffers.len() - 1
-    };
-
-    let layout = Layout {
-        buffers,
-        chunk: binding_chunk,
-    };
-    let mut e = Emitter::new(nodes, stored, layout, 3);
-    let value = e.value(operand, "idx");
-    emit_targets(&mut e, stored, riders, "idx");
-    let body = e.take_body();
-    let store = e.store_statement(dst, "slot", "total");
-    let tail = if groups == 1 { epilogue } else { &[] };
-    let epilogue_body = emit_epilogue(&mut e, stored, target.node, tail);
+    let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
+    let planned = buffers.len();
+    // Where the last cut built leaves each output's results: the buffer,
+    // and how many partials per output (1: the results themselves).
+    let mut partials = (target.buf, 1);
+    let cut = in_windows(limits, true, |slot_cuts, fold_cuts| {
+        let folds = windows(len, fold_cuts);
+        let fold_len = folds[0].len();
+        let groups = if fold_len <= CHUNK_TARGET || outs >= ENOUGH_OUTPUTS {
+            1
+        } else {
+            fold_len.div_ceil(CHUNK_TARGET).min(MAX_CHUNKS)
+        };
+        let slot_windows = windows(outs * groups, slot_cuts);
+        let count = groups * folds.len();
+        buffers.truncate(planned);
+        let dst = if count == 1 {
+            target.buf
+        } else {
+            buffers.push(BufSpec {
+                numel: outs * count,
+                kind: BufKind::Temp,
+            });
+            buffers.len() - 1
+        };
+        partials = (dst, count);
+        let layout = Layout {
+            buffers,
+            chunk: binding_chunk,
+        };
+        let tail = if count == 1 { epilogue } else { &[] };
+        let n = slot_windows.len() * folds.len();
+        let mut too_many = None;
+        let mut kernels = Vec::new();
+        for (s, slots) in slot_windows.iter().enumerate() {
+            for (f, fold) in folds.iter().enumerate() {
+                let mut e = Emitter::new(nodes, stored, layout, 3);
+                if !slots.is_empty() && !fold.is_empty() {
+                    let (b0, b1) =
+                        base_map.source_range(slots.start / groups, (slots.end - 1) / groups);
+                    let (f0, f1) = offset_map.source_range(fold.start, fold.end - 1);
+                    e.set_range("idx", b0 + f0, b1 + f1);
+                    e.set_range("slot", slots.start, slots.end - 1);
+                }
+                let value = e.value(operand, "idx");
+                emit_targets(&mut e, stored, riders, "idx");
+                let body = e.take_body();
+                // Output o's partials: its chunks of fold window 0, then of window 1, …
+                let at = if folds.len() == 1 {
+                    "slot".to_string()
+                } else {
+                    let at = format!(
+                        "(slot / {groups}u) * {count}u + {}u + slot % {groups}u",
+                        f * groups
+                    );
+                    if !slots.is_empty() {
+                        let (first, last) = (slots.start / groups, (slots.end - 1) / groups);
+                        let skip = f * groups;
+                        e.set_range(&at, first * count + skip, last * count + skip + groups - 1);
+                    }
+                    at
+                };
+                let store = e.store_statement(dst, &at, "total");
+                let epilogue_body = emit_epilogue(&mut e, stored, target.node, tail);
+                too_many = too_many.or(e.too_many_indices);
+                let space = ReduceSpace {
+                    slots: slots.clone(),
+                    groups,
+                    len,
+                    fold: fold.clone(),
+                };
+                kernels.push(reduce_kernel(
+                    &e,
+                    *op,
+                    &window_label(&label, s * folds.len() + f, n),
+                    &space,
+                    &strided_expr(&base_map, "o"),
+                    &strided_expr(&offset_map, "r"),
+                    &body,
+                    &value,
+                    &format!("{store}\n{epilogue_body}"),
+                    limits,
+                ));
+            }
+        }
+        Ok(Cut {
+            kernels,
+            too_many_indices: too_many,
+        })
+    })?;
+    let (dst, count) = partials;
     let mut all = vec![target.node];
     all.extend(ids(riders));
-    all.extend(ids(tail));
-    if let Some(fit) = fits(&e, nodes, stored, &all, limits)? {
+    if count == 1 {
+        all.extend(ids(epilogue));
+    }
+    if let Some(fit) = fits(
+        cut.too_many_indices,
+        cut.widest(),
+        nodes,
+        stored,
+        &all,
+        limits,
+    )? {
         return Ok(fit);
     }
-    let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
-    let pass1 = reduce_kernel(
-        &e,
-        *op,
-        &label,
-        outs * groups,
-        groups,
-        len,
-        &strided_expr(&base_map, "o"),
-        &strided_expr(&offset_map, "r"),
-        &body,
-        &value,
-        &format!("{store}\n{epilogue_body}"),
-        limits,
-    )?;
-    if groups == 1 {
-        return Ok(Fit::Kernels(vec![pass1]));
+    if count == 1 {
+        return Ok(Fit::Kernels(cut.kernels));
     }
-    // Pass 2: fold the `groups` partials of each output, in order.
+    // Pass 2: fold the partials of each output, in order.
     let partials = Partials {
         buf: dst,
-        groups,
-        base: format!("o * {groups}u"),
-        offset: "r".into(),
+        groups: count,
+        output_stride: count,
+        stride: 1,
     };
     let pass2 = fold_partials(
         ctx,
@@ -789,24 +948,25 @@ fn reduction(
         target,
         epilogue,
     )?;
-    Ok(followed_by(pass1, pass2))
+    Ok(followed_by(cut.kernels, pass2))
 }
 
 /// `first`, then the kernels of `rest`; or what `rest` asks for instead.
-fn followed_by(first: KernelSpec, rest: Fit) -> Fit {
+fn followed_by(first: Vec<KernelSpec>, rest: Fit) -> Fit {
     match rest {
-        Fit::Kernels(k) => Fit::Kernels(std::iter::once(first).chain(k).collect()),
+        Fit::Kernels(k) => Fit::Kernels(first.into_iter().chain(k).collect()),
         other => other,
     }
 }
 
 /// A reduction's chunk results: output `o`'s `groups` partials, element `r`
-/// at `base + offset` (WGSL in `o` and `r`).
+/// at `o * output_stride + r * stride`.
+#[derive(Clone, Copy)]
 struct Partials {
     buf: BufId,
     groups: usize,
-    base: String,
-    offset: String,
+    output_stride: usize,
+    stride: usize,
 }
 
 /// The last pass of a chunked reduction: fold each output's partials in
@@ -824,31 +984,76 @@ fn fold_partials(
         buffers,
         chunk: ctx.chunk,
     };
-    let mut e = Emitter::new(ctx.nodes, ctx.loads, layout, 3);
-    let value = e.load(partials.buf, "idx");
-    let store = e.store_statement(target.buf, "slot", "total");
-    let tail = emit_epilogue(&mut e, ctx.loads, target.node, epilogue);
+    let outs = ctx.nodes[target.node.index()].shape.numel();
+    let Partials {
+        buf,
+        groups,
+        output_stride,
+        stride,
+    } = *partials;
+    let cut = in_windows(ctx.limits, false, |n, _| {
+        let slot_windows = windows(outs, n);
+        let mut too_many = None;
+        let mut kernels = Vec::new();
+        for (k, slots) in slot_windows.iter().enumerate() {
+            let mut e = Emitter::new(ctx.nodes, ctx.loads, layout, 3);
+            if !slots.is_empty() {
+                let (first, last) = (slots.start, slots.end - 1);
+                let most = last * output_stride + (groups - 1) * stride;
+                e.set_range("idx", first * output_stride, most);
+                e.set_range("slot", first, last);
+            }
+            let value = e.load(buf, "idx");
+            let store = e.store_statement(target.buf, "slot", "total");
+            let tail = emit_epilogue(&mut e, ctx.loads, target.node, epilogue);
+            too_many = too_many.or(e.too_many_indices);
+            let space = ReduceSpace {
+                slots: slots.clone(),
+                groups: 1,
+                len: groups,
+                fold: 0..groups,
+            };
+            kernels.push(reduce_kernel(
+                &e,
+                op,
+                &window_label(label, k, slot_windows.len()),
+                &space,
+                &format!("o * {output_stride}u"),
+                &format!("r * {stride}u"),
+                "",
+                &value,
+                &format!("{store}\n{tail}"),
+                ctx.limits,
+            ));
+        }
+        Ok(Cut {
+            kernels,
+            too_many_indices: too_many,
+        })
+    })?;
     let mut all = vec![target.node];
     all.extend(ids(epilogue));
-    if let Some(fit) = fits(&e, ctx.nodes, ctx.loads, &all, ctx.limits)? {
-        return Ok(fit);
-    }
-    let outs = ctx.nodes[target.node.index()].shape.numel();
-    let kernel = reduce_kernel(
-        &e,
-        op,
-        label,
-        outs,
-        1,
-        partials.groups,
-        &partials.base,
-        &partials.offset,
-        "",
-        &value,
-        &format!("{store}\n{tail}"),
+    match fits(
+        cut.too_many_indices,
+        cut.widest(),
+        ctx.nodes,
+        ctx.loads,
+        &all,
         ctx.limits,
-    )?;
-    Ok(Fit::Kernels(vec![kernel]))
+    )? {
+        Some(fit) => Ok(fit),
+        None => Ok(Fit::Kernels(cut.kernels)),
+    }
+}
+
+/// The iteration space of one reduction dispatch: the slots it folds
+/// (`groups` chunks of each output), out of folds of `len` elements, the
+/// elements `fold` of each.
+struct ReduceSpace {
+    slots: Range<usize>,
+    groups: usize,
+    len: usize,
+    fold: Range<usize>,
 }
 
 #[allow(clippy::too_many_arguments)] // the template's holes, named at the call
@@ -856,24 +1061,31 @@ fn reduce_kernel(
     e: &Emitter,
     op: ReduceOp,
     label: &str,
-    slots: usize,
-    groups: usize,
-    len: usize,
+    space: &ReduceSpace,
     base: &str,
     offset: &str,
     body: &str,
     value: &str,
     store: &str,
     limits: &GpuLimits,
-) -> Result<KernelSpec> {
-    let short = groups == 1 && len <= SHORT_REDUCE;
+) -> KernelSpec {
+    let ReduceSpace {
+        slots,
+        groups,
+        len,
+        fold,
+    } = space;
+    let short = *groups == 1 && *len <= SHORT_REDUCE && *fold == (0..*len);
     let wgsl = fill(
         if short { REDUCE_SHORT } else { REDUCE },
         &[
             ("BINDINGS", &e.declarations()),
-            ("SLOTS", &slots.to_string()),
+            ("FIRST_SLOT", &slots.start.to_string()),
+            ("END_SLOT", &slots.end.to_string()),
             ("GROUPS", &groups.to_string()),
             ("REDUCE_LEN", &len.to_string()),
+            ("FOLD_START", &fold.start.to_string()),
+            ("FOLD_END", &fold.end.to_string()),
             ("BASE", base),
             ("OFFSET", offset),
             ("BODY", body),
@@ -887,12 +1099,12 @@ fn reduce_kernel(
         ],
     );
     let per_group = if short { WORKGROUP } else { 1 };
-    Ok(KernelSpec {
+    KernelSpec {
         label: label.to_string(),
         wgsl,
         bindings: e.bindings(),
-        workgroups: dispatch_count(slots, per_group, limits),
-    })
+        workgroups: dispatch_count(slots.len(), per_group, limits),
+    }
 }
 
 /// A sum over consecutive axes (together `k`) of a product `p · q` where `p`
@@ -1002,7 +1214,14 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
         out_strides[f.n]
     );
     let store = e.store_statement(target.buf, &out_index, "acc");
-    if let Some(fit) = fits(&e, nodes, loads, &[target.node], limits)? {
+    if let Some(fit) = fits(
+        e.too_many_indices,
+        e.bindings().len(),
+        nodes,
+        loads,
+        &[target.node],
+        limits,
+    )? {
         return Ok(fit);
     }
     let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
@@ -1350,7 +1569,14 @@ fn rowcol(
     let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "value");
     let mut all = vec![r1.node, r2.node];
     all.extend(ids(epilogue1));
-    if let Some(fit) = fits(&e, nodes, loads, &all, limits)? {
+    if let Some(fit) = fits(
+        e.too_many_indices,
+        e.bindings().len(),
+        nodes,
+        loads,
+        &all,
+        limits,
+    )? {
         return Ok(fit);
     }
     let label = format!(
@@ -1396,8 +1622,8 @@ fn rowcol(
     let partials = Partials {
         buf: partial,
         groups,
-        base: "o".into(),
-        offset: format!("r * {row_len}u"),
+        output_stride: 1,
+        stride: row_len,
     };
     let second = fold_partials(
         ctx,
@@ -1408,5 +1634,5 @@ fn rowcol(
         r2,
         epilogue2,
     )?;
-    Ok(followed_by(first, second))
+    Ok(followed_by(vec![first], second))
 }
