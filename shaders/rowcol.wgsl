@@ -3,8 +3,10 @@
 // backward halves of a matrix-vector product, as in a logistic-regression
 // step: z = X·v, then ∇v = Xᵀ·g(z)).
 //
-// The tensor is viewed as ROWS rows of ROW_LEN elements, in blocks of
-// TREE_N rows. Workgroup `group` takes blocks group, group + GROUPS, …, so
+// The tensor is viewed as rows of ROW_LEN elements, of which one dispatch
+// takes rows ROW_START..ROW_END (all of them, or a window when the tensors
+// take more bindings than one dispatch may have), in blocks of TREE_N
+// rows. Workgroup `group` takes blocks group, group + GROUPS, …, so
 // that the workgroups sweep the tensor together (a compact window of pages
 // at any time, not a stream per workgroup), a block at a time; thread `lid`
 // takes the row elements lid, lid + WG, … of each. The
@@ -18,13 +20,15 @@
 // into the column accumulators col0, col1, …. A row past the last, or an
 // element past the row's end, reads a valid neighbour and is left out of
 // the fold by a select. Each workgroup then writes its column partials
-// (STORE_PARTIALS); a second pass of reduce.wgsl folds them. Fixed orders
+// (STORE_PARTIALS, those of a window's groups after the earlier windows');
+// a second pass of reduce.wgsl folds them. Fixed orders
 // throughout: the same bits on every run.
 {{PRELUDE}}
 {{BINDINGS}}
 
 const WG: u32 = 256u;
-const ROWS: u32 = {{ROWS}}u;
+const ROW_START: u32 = {{ROW_START}}u;
+const ROW_END: u32 = {{ROW_END}}u;
 const ROW_LEN: u32 = {{ROW_LEN}}u;
 const GROUPS: u32 = {{GROUPS}}u;
 
@@ -39,8 +43,8 @@ fn main(
     for (var group: u32 = wid.x; group < GROUPS; group += nwg.x) {
 {{COLS}}
         // Blocks of TREE_N rows: block `group`, then `group + GROUPS`, …
-        for (var block: u32 = group * TREE_N; block < ROWS; block += GROUPS * TREE_N) {
-            let last = min(block + TREE_N, ROWS);
+        for (var block: u32 = ROW_START + group * TREE_N; block < ROW_END; block += GROUPS * TREE_N) {
+            let last = min(block + TREE_N, ROW_END);
 {{ROW_FOLDS}}
             let totals = tree(lid, array<f32, TREE_N>({{ACCS}}));
 {{STORES}}

@@ -182,7 +182,9 @@ fn a_row_and_column_reduction_too_wide_to_fuse_run_apart() {
 #[test]
 fn a_fused_row_and_column_reduction_under_small_limits_matches_the_cpu() {
     // X of 300 x 200 in 64 KiB bindings is 4 parts; with 3 workgroups each
-    // takes several of the 10 groups of rows. Both still fuse into one pass.
+    // takes several of the 10 groups of rows; with six bindings per kernel,
+    // X's four and the five other buffers do not fit one kernel, but a
+    // window of X's rows does. All still fuse into one pass over X.
     let limits = [
         GpuOptions {
             max_storage_binding: Some(64 << 10),
@@ -190,6 +192,11 @@ fn a_fused_row_and_column_reduction_under_small_limits_matches_the_cpu() {
         },
         GpuOptions {
             max_workgroups: Some(3),
+            ..Default::default()
+        },
+        GpuOptions {
+            max_storage_binding: Some(64 << 10),
+            max_storage_buffers: Some(6),
             ..Default::default()
         },
     ];

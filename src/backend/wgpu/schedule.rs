@@ -927,6 +927,7 @@ fn reduction(
         &all,
         limits,
     )? {
+        buffers.truncate(planned);
         return Ok(fit);
     }
     if count == 1 {
@@ -1540,45 +1541,7 @@ fn rowcol(
     // 2^28 elements in rows of 1024, 4 MB of partials, and 1024 workgroups
     // still fill an H100 (132 SMs of 8).
     let rows_per_group = 32.max(rows.div_ceil(1024));
-    let groups = rows.div_ceil(rows_per_group);
-    buffers.push(BufSpec {
-        numel: groups * row_len,
-        kind: BufKind::Temp,
-    });
-    let partial = buffers.len() - 1;
-    let layout = Layout { buffers, chunk };
     let (base, offset) = StridedMap::reduction(shape, axes);
-    let mut e = Emitter::new(nodes, loads, layout, 4);
-    let value1 = e.value(o1, "idx");
-    let body1 = e.take_body();
-    let store1 = e.store_statement(r1.buf, "slot", "total");
-    let tail1 = emit_epilogue(&mut e, loads, r1.node, epilogue1);
-    e.substitute(r1.node, "total");
-    // What the column operand reads one value per row of is computed once
-    // per row (a logistic-regression step's g(z): an exp and a division
-    // per row, not per element).
-    let mut hoisted = Vec::new();
-    row_broadcasts(o2, shape, &n1.shape, nodes, loads, &mut hoisted);
-    for h in hoisted {
-        let v = e.value(nodes[h.index()].inputs[0], "slot");
-        e.substitute(h, &v);
-    }
-    let per_row = e.take_body();
-    let value2 = e.value(o2, "idx");
-    let body2 = e.take_body();
-    let store_partial = e.store_statement(partial, "group * ROW_LEN + col", "value");
-    let mut all = vec![r1.node, r2.node];
-    all.extend(ids(epilogue1));
-    if let Some(fit) = fits(
-        e.too_many_indices,
-        e.bindings().len(),
-        nodes,
-        loads,
-        &all,
-        limits,
-    )? {
-        return Ok(fit);
-    }
     let label = format!(
         "rows+columns[{rows}x{row_len}] -> %{}, %{}",
         r1.node.index(),
@@ -1591,33 +1554,103 @@ fn rowcol(
         slot: strided_expr(&base, "slot"),
         offset: strided_expr(&offset, "r"),
     };
-    let wgsl = fill(
-        ROWCOL,
-        &[
-            ("BINDINGS", &e.declarations()),
-            ("ROWS", &rows.to_string()),
-            ("ROW_LEN", &row_len.to_string()),
-            ("GROUPS", &groups.to_string()),
-            ("TREE", TREE),
-            ("TREE_N", &folds.rows_at_once.to_string()),
-            ("TREE_COMBINE", &op1.wgsl("scratch[k]", "scratch[k + s]")),
-            ("COLS", &folds.declare_cols(*op2)),
-            ("ROW_FOLDS", &folds.rows(*op1, &body1, &value1)),
-            ("ACCS", &folds.accs()),
-            ("STORES", &folds.stores(&format!("{store1}\n{tail1}"))),
-            (
-                "COLUMN_FOLDS",
-                &folds.columns(*op2, &per_row, &body2, &value2),
-            ),
-            ("STORE_PARTIALS", &folds.store_partials(&store_partial)),
-        ],
-    );
-    let first = KernelSpec {
-        label: label.clone(),
-        wgsl,
-        bindings: e.bindings(),
-        workgroups: dispatch_count(groups, 1, limits),
-    };
+    let planned = buffers.len();
+    // The buffer of column partials the last cut built, and how many groups
+    // (of all its windows together) wrote them.
+    let mut partials = (0, 0);
+    let cut = in_windows(limits, false, |n, _| {
+        let row_windows = windows(rows, n);
+        // Every window has as many groups as the first (the largest) needs.
+        let groups = row_windows[0].len().div_ceil(rows_per_group);
+        let all_groups = groups * row_windows.len();
+        buffers.truncate(planned);
+        buffers.push(BufSpec {
+            numel: all_groups * row_len,
+            kind: BufKind::Temp,
+        });
+        let partial = buffers.len() - 1;
+        partials = (partial, all_groups);
+        let layout = Layout { buffers, chunk };
+        let mut too_many = None;
+        let mut kernels = Vec::new();
+        for (k, window) in row_windows.iter().enumerate() {
+            let mut e = Emitter::new(nodes, loads, layout, 4);
+            let at = format!("({}u + group) * ROW_LEN + col", k * groups);
+            if !window.is_empty() {
+                let (b0, b1) = base.source_range(window.start, window.end - 1);
+                let (f0, f1) = offset.source_range(0, row_len - 1);
+                e.set_range("idx", b0 + f0, b1 + f1);
+                e.set_range("slot", window.start, window.end - 1);
+                let first = k * groups * row_len;
+                e.set_range(&at, first, first + groups * row_len - 1);
+            }
+            let value1 = e.value(o1, "idx");
+            let body1 = e.take_body();
+            let store1 = e.store_statement(r1.buf, "slot", "total");
+            let tail1 = emit_epilogue(&mut e, loads, r1.node, epilogue1);
+            e.substitute(r1.node, "total");
+            // What the column operand reads one value per row of is computed
+            // once per row (a logistic-regression step's g(z): an exp and a
+            // division per row, not per element).
+            let mut hoisted = Vec::new();
+            row_broadcasts(o2, shape, &n1.shape, nodes, loads, &mut hoisted);
+            for h in hoisted {
+                let v = e.value(nodes[h.index()].inputs[0], "slot");
+                e.substitute(h, &v);
+            }
+            let per_row = e.take_body();
+            let value2 = e.value(o2, "idx");
+            let body2 = e.take_body();
+            let store_partial = e.store_statement(partial, &at, "value");
+            too_many = too_many.or(e.too_many_indices);
+            let wgsl = fill(
+                ROWCOL,
+                &[
+                    ("BINDINGS", &e.declarations()),
+                    ("ROW_START", &window.start.to_string()),
+                    ("ROW_END", &window.end.to_string()),
+                    ("ROW_LEN", &row_len.to_string()),
+                    ("GROUPS", &groups.to_string()),
+                    ("TREE", TREE),
+                    ("TREE_N", &folds.rows_at_once.to_string()),
+                    ("TREE_COMBINE", &op1.wgsl("scratch[k]", "scratch[k + s]")),
+                    ("COLS", &folds.declare_cols(*op2)),
+                    ("ROW_FOLDS", &folds.rows(*op1, &body1, &value1)),
+                    ("ACCS", &folds.accs()),
+                    ("STORES", &folds.stores(&format!("{store1}\n{tail1}"))),
+                    (
+                        "COLUMN_FOLDS",
+                        &folds.columns(*op2, &per_row, &body2, &value2),
+                    ),
+                    ("STORE_PARTIALS", &folds.store_partials(&store_partial)),
+                ],
+            );
+            kernels.push(KernelSpec {
+                label: window_label(&label, k, row_windows.len()),
+                wgsl,
+                bindings: e.bindings(),
+                workgroups: dispatch_count(groups, 1, limits),
+            });
+        }
+        Ok(Cut {
+            kernels,
+            too_many_indices: too_many,
+        })
+    })?;
+    let mut all = vec![r1.node, r2.node];
+    all.extend(ids(epilogue1));
+    if let Some(fit) = fits(
+        cut.too_many_indices,
+        cut.widest(),
+        nodes,
+        loads,
+        &all,
+        limits,
+    )? {
+        buffers.truncate(planned);
+        return Ok(fit);
+    }
+    let (partial, groups) = partials;
     // Fold the partials of each column, then the column reduction's epilogue.
     let partials = Partials {
         buf: partial,
@@ -1634,5 +1667,5 @@ fn rowcol(
         r2,
         epilogue2,
     )?;
-    Ok(followed_by(vec![first], second))
+    Ok(followed_by(cut.kernels, second))
 }
