@@ -6,11 +6,13 @@
 //! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
-//!     [--tape-only] [--kernels]
+//!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
 //!
 //! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and
 //! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
-//! `reference` the f64 interpreter. `--kernels` adds each GPU kernel's own
+//! `reference` the f64 interpreter. `--max-storage-binding` and
+//! `--max-storage-buffers` plan the GPU programs for smaller limits than the
+//! adapter's (the windows a device with small bindings needs). `--kernels` adds each GPU kernel's own
 //! time (timestamps; the median of `--reps` timed runs after the others)
 //! and bandwidth.
 //!
@@ -22,7 +24,7 @@
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use wgrad::{CpuOptions, Device, Graph, Program};
+use wgrad::{CpuOptions, Device, GpuOptions, Graph, Program};
 
 const D: usize = 1024; // logreg features; B = n / D rows
 const LR: f64 = 1e-4;
@@ -36,6 +38,7 @@ struct Args {
     json: bool,
     reps: usize,
     cpu: CpuOptions,
+    gpu: GpuOptions,
     kernels: bool,
 }
 
@@ -47,6 +50,7 @@ fn parse() -> Result<Args> {
         json: false,
         reps: 20,
         cpu: CpuOptions::default(),
+        gpu: GpuOptions::default(),
         kernels: false,
     };
     let mut it = std::env::args().skip(1);
@@ -66,6 +70,8 @@ fn parse() -> Result<Args> {
             "--deriving-chunk" => a.cpu.deriving_chunk = value()?.parse()?,
             "--chunks-per-task" => a.cpu.chunks_per_task = value()?.parse()?,
             "--tape-only" => a.cpu.native = false,
+            "--max-storage-binding" => a.gpu.max_storage_binding = Some(value()?.parse()?),
+            "--max-storage-buffers" => a.gpu.max_storage_buffers = Some(value()?.parse()?),
             "--json" => a.json = true,
             "--kernels" => a.kernels = true,
             "--bench" => {} // passed by `cargo bench`-style runners
@@ -145,7 +151,7 @@ fn main() -> Result<()> {
     env_logger::init();
     let args = parse()?;
     let device = match args.backend.as_str() {
-        "gpu" => Device::gpu()?,
+        "gpu" => Device::gpu_with(&args.gpu)?,
         "cpu" => Device::cpu_f32_with(args.cpu),
         "reference" => Device::cpu(),
         other => bail!("unknown backend `{other}` (gpu, cpu or reference)"),

@@ -82,6 +82,53 @@ fn a_logreg_step_reads_x_once_in_two_dispatches() {
 }
 
 #[test]
+fn windows_keep_the_byte_bounds_on_a_device_with_small_bindings() {
+    // WebGPU's default limits (128 MiB bindings, 8 storage buffers per
+    // kernel) at 2^28 elements, scaled to 2^18: tensors of eight parts, of
+    // which no kernel can bind all. The windows each kernel is cut into
+    // reach at most a few elements of their neighbours' parts, so the
+    // traffic stays at the floor; logreg still reads X once.
+    let Some(_) = common::gpu() else { return };
+    let gpu = Device::gpu_with(&wgrad::GpuOptions {
+        max_storage_binding: Some(128 << 10),
+        max_storage_buffers: Some(8),
+        ..Default::default()
+    })
+    .unwrap();
+    let n = 1 << 18;
+    let bounds = [
+        ("seed", seed_stats(&gpu, n), 24.5),
+        ("rosenbrock", rosenbrock_stats(&gpu, n), 8.5),
+    ];
+    for (what, s, most) in bounds {
+        assert!(s.dispatches > 2, "{what}: cut into windows: {s:?}");
+        assert!(
+            per_element(s, n) <= most,
+            "{what}: {} bytes/element",
+            per_element(s, n)
+        );
+    }
+    let g = Graph::new();
+    let (_, updates) = logreg(&g, n / 1024, 1024);
+    let p = g.compile_with_updates(&gpu, &[], &updates).unwrap();
+    let s = p.stats();
+    assert!(
+        per_element(s, n) <= 4.5,
+        "logreg: {} bytes/element",
+        per_element(s, n)
+    );
+    let fused = p
+        .kernels_wgsl()
+        .iter()
+        .filter(|k| k.contains("ROW_LEN"))
+        .count();
+    assert!(
+        fused >= 2,
+        "logreg: windows of one fused pass over X: {s:?}"
+    );
+}
+
+#[test]
 fn fused_logreg_steps_match_the_cpu() {
     let Some(gpu) = common::gpu() else { return };
     use common::*;

@@ -15,12 +15,13 @@
 //! That is what lets the scheduler cut a kernel over tensors too large for
 //! its bindings into windows of its index space, one dispatch each.
 
-use super::schedule::{BufId, BufSpec};
+use super::schedule::{Binding, BufId, BufSpec};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, Op, WGSL_PRELUDE};
 use crate::shape::{PadMap, Shape, StridedMap};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::ops::{Range, RangeInclusive};
 
 /// A node needed at more distinct indices than this inside one kernel is
 /// stored instead of recomputed (chains of shifted slices would otherwise
@@ -88,29 +89,24 @@ impl<'a> Emitter<'a> {
         Some((v, v))
     }
 
-    /// Note an access to `buf` at `idx`: the parts it can reach (all of
+    /// Note an access to `buf` at `idx`: the elements it can reach (all of
     /// them where `idx` is not bounded).
     fn use_buffer(&mut self, buf: BufId, write: bool, idx: &str) {
-        let last = self.layout.parts(buf) - 1;
-        let (first, end) = match self.range_of(idx) {
-            Some((lo, hi)) => (
-                (lo / self.layout.chunk).min(last),
-                (hi / self.layout.chunk).min(last),
-            ),
-            None => (0, last),
+        let numel = self.layout.buffers[buf].numel;
+        let reach = match self.range_of(idx) {
+            // Within the buffer (which has at least one part, even empty).
+            Some((lo, hi)) => {
+                let start = lo.min(numel.saturating_sub(1));
+                start..(hi + 1).min(numel).max(start)
+            }
+            None => 0..numel,
         };
         match self.used.iter_mut().find(|u| u.buf == buf) {
             Some(u) => {
                 u.write |= write;
-                u.first = u.first.min(first);
-                u.last = u.last.max(end);
+                u.reach = u.reach.start.min(reach.start)..u.reach.end.max(reach.end);
             }
-            None => self.used.push(Use {
-                buf,
-                write,
-                first,
-                last: end,
-            }),
+            None => self.used.push(Use { buf, write, reach }),
         }
     }
 
@@ -135,11 +131,24 @@ impl<'a> Emitter<'a> {
     }
 
     /// The bindings, in binding order: each buffer's parts that the kernel
-    /// can reach, and whether it writes them.
-    pub fn bindings(&self) -> Vec<(BufId, usize, bool)> {
+    /// can reach.
+    pub fn bindings(&self) -> Vec<Binding> {
+        let chunk = self.layout.chunk;
         self.used
             .iter()
-            .flat_map(|u| (u.first..=u.last).map(move |p| (u.buf, p, u.write)))
+            .flat_map(|u| {
+                u.parts(chunk).map(move |part| {
+                    let part_elements = part * chunk..(part + 1) * chunk;
+                    let reached = u.reach.end.min(part_elements.end)
+                        - u.reach.start.max(part_elements.start).min(u.reach.end);
+                    Binding {
+                        buf: u.buf,
+                        part,
+                        write: u.write,
+                        bytes: 4 * reached as u64,
+                    }
+                })
+            })
             .collect()
     }
 
@@ -343,13 +352,12 @@ impl<'a> Emitter<'a> {
     pub fn declarations(&self) -> String {
         let mut s = String::new();
         let mut slot = 0;
-        for &Use {
-            buf,
-            write,
-            first,
-            last,
-        } in &self.used
-        {
+        for u in &self.used {
+            let (buf, write) = (u.buf, u.write);
+            let (first, last) = (
+                *u.parts(self.layout.chunk).start(),
+                *u.parts(self.layout.chunk).end(),
+            );
             let access = if write { "read_write" } else { "read" };
             if self.layout.parts(buf) == 1 {
                 let _ = writeln!(
@@ -396,13 +404,20 @@ impl<'a> Emitter<'a> {
     }
 }
 
-/// A buffer a kernel uses: whether it writes it, and the parts it can reach.
-#[derive(Clone, Copy, Debug)]
+/// A buffer a kernel uses: whether it writes it, and the elements it can reach.
+#[derive(Clone, Debug)]
 struct Use {
     buf: BufId,
     write: bool,
-    first: usize,
-    last: usize,
+    reach: Range<usize>,
+}
+
+impl Use {
+    /// The parts (of `chunk` elements) it binds: those it can reach, at
+    /// least one.
+    fn parts(&self, chunk: usize) -> RangeInclusive<usize> {
+        self.reach.start / chunk..=self.reach.end.max(self.reach.start + 1).div_ceil(chunk) - 1
+    }
 }
 
 /// The size of every buffer, and how many elements one binding may hold.

@@ -14,7 +14,7 @@ const SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct Kernel {
     label: String,
-    /// Bytes the kernel's bindings hold (what it reads and writes).
+    /// Bytes the kernel can reach in its bindings (what it reads and writes).
     bytes: u64,
     /// Whether an update reads what the kernel writes (if not, it serves
     /// the outputs alone).
@@ -135,9 +135,9 @@ impl GpuProgram {
                         .bindings
                         .iter()
                         .enumerate()
-                        .map(|(slot, &(buf, part, _))| wgpu::BindGroupEntry {
+                        .map(|(slot, b)| wgpu::BindGroupEntry {
                             binding: slot as u32,
-                            resource: buffers[buf][part][p].as_entire_binding(),
+                            resource: buffers[b.buf][b.part][p].as_entire_binding(),
                         })
                         .collect();
                     device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -149,11 +149,7 @@ impl GpuProgram {
                 .collect();
             kernels.push(Kernel {
                 label: spec.label.clone(),
-                bytes: spec
-                    .bindings
-                    .iter()
-                    .map(|&(b, part, _)| plan.part_bytes(b, part))
-                    .sum(),
+                bytes: spec.bindings.iter().map(|b| b.bytes).sum(),
                 for_updates,
                 pipeline,
                 bind_groups,
@@ -453,12 +449,11 @@ impl GpuProgram {
             ..Default::default()
         };
         for k in &self.plan.kernels {
-            for &(b, part, write) in &k.bindings {
-                let bytes = self.plan.part_bytes(b, part);
-                if write {
-                    s.bytes_written += bytes;
+            for b in &k.bindings {
+                if b.write {
+                    s.bytes_written += b.bytes;
                 } else {
-                    s.bytes_read += bytes;
+                    s.bytes_read += b.bytes;
                 }
             }
         }
@@ -481,14 +476,10 @@ fn update_kernels(plan: &Plan) -> Vec<bool> {
         .collect();
     let mut keep = vec![false; plan.kernels.len()];
     for (k, spec) in plan.kernels.iter().enumerate().rev() {
-        if spec
-            .bindings
-            .iter()
-            .any(|&(b, _, writes)| writes && needed[b])
-        {
+        if spec.bindings.iter().any(|b| b.write && needed[b.buf]) {
             keep[k] = true;
-            for &(b, _, writes) in &spec.bindings {
-                needed[b] |= !writes;
+            for b in &spec.bindings {
+                needed[b.buf] |= !b.write;
             }
         }
     }

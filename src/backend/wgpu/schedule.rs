@@ -103,9 +103,21 @@ impl BufSpec {
 pub(crate) struct KernelSpec {
     pub label: String,
     pub wgsl: String,
-    /// Bindings in order: a buffer, which of its parts, and whether the kernel writes it.
-    pub bindings: Vec<(BufId, usize, bool)>,
+    /// Storage bindings, in binding order.
+    pub bindings: Vec<Binding>,
     pub workgroups: u32,
+}
+
+/// A part of a buffer bound to a kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Binding {
+    pub buf: BufId,
+    pub part: usize,
+    /// Whether the kernel writes it.
+    pub write: bool,
+    /// The bytes of the part the kernel can reach: what it reads or writes
+    /// at most (a window of a tensor reaches a little of its neighbours' parts).
+    pub bytes: u64,
 }
 
 /// Everything the program needs to create its buffers and pipelines.
@@ -117,14 +129,6 @@ pub(crate) struct Plan {
     pub kernels: Vec<KernelSpec>,
     /// Where each stored node's value lives after a run.
     pub stored: HashMap<NodeId, BufId>,
-}
-
-impl Plan {
-    /// Bytes in part `part` of buffer `buf`.
-    pub fn part_bytes(&self, buf: BufId, part: usize) -> u64 {
-        let numel = self.buffers[buf].numel;
-        (numel - (part * self.chunk).min(numel)).min(self.chunk) as u64 * 4
-    }
 }
 
 /// What a program computes: `outputs`, and `updates` (param node, value node).
@@ -469,18 +473,14 @@ fn read_before_written(plan: &Plan) -> Option<String> {
         })
         .collect();
     for k in &plan.kernels {
-        let early = k
-            .bindings
-            .iter()
-            .find(|&&(b, _, writes)| !writes && !ready[b]);
-        if let Some((b, ..)) = early {
+        if let Some(b) = k.bindings.iter().find(|b| !b.write && !ready[b.buf]) {
             return Some(format!(
-                "`{}` reads buffer {b} before it is written",
-                k.label
+                "`{}` reads buffer {} before it is written",
+                k.label, b.buf
             ));
         }
-        for &(b, _, writes) in &k.bindings {
-            ready[b] |= writes;
+        for b in &k.bindings {
+            ready[b.buf] |= b.write;
         }
     }
     None
