@@ -375,8 +375,13 @@ impl<'a> Emitter<'a> {
                 slot += 1;
             }
             let (shift, mask) = (self.layout.chunk.trailing_zeros(), self.layout.chunk - 1);
-            let arms = |body: &dyn Fn(usize) -> String| {
-                (first..=last)
+            // A switch on the part, or (a window that reaches one part of
+            // the buffer) that part alone.
+            let pick = |body: &dyn Fn(usize) -> String| {
+                if first == last {
+                    return format!("    {}\n", body(first));
+                }
+                let arms: String = (first..=last)
                     .map(|p| {
                         let label = if p == last {
                             "default".to_string()
@@ -385,18 +390,19 @@ impl<'a> Emitter<'a> {
                         };
                         format!("        {label}: {{ {} }}\n", body(p))
                     })
-                    .collect::<String>()
+                    .collect();
+                format!("    switch (i >> {shift}u) {{\n{arms}    }}\n")
             };
             let _ = writeln!(
                 s,
-                "fn ld_t{buf}(i: u32) -> f32 {{\n    switch (i >> {shift}u) {{\n{}    }}\n}}",
-                arms(&|p| format!("return t{buf}_{p}[i & {mask}u];"))
+                "fn ld_t{buf}(i: u32) -> f32 {{\n{}}}",
+                pick(&|p| format!("return t{buf}_{p}[i & {mask}u];"))
             );
             if write {
                 let _ = writeln!(
                     s,
-                    "fn st_t{buf}(i: u32, v: f32) {{\n    switch (i >> {shift}u) {{\n{}    }}\n}}",
-                    arms(&|p| format!("t{buf}_{p}[i & {mask}u] = v;"))
+                    "fn st_t{buf}(i: u32, v: f32) {{\n{}}}",
+                    pick(&|p| format!("t{buf}_{p}[i & {mask}u] = v;"))
                 );
             }
         }
