@@ -8,6 +8,10 @@
 // generated A_BODY / B_BODY compute the operands' elements (loads, and any
 // element-wise producers, fused) at source index `idx`. Tiles are visited by
 // a grid-stride loop, so any size fits the adapter's workgroup limit.
+// One dispatch takes the tiles FIRST_TILE..END_TILE and the terms
+// K_START..K_END of each sum: all of them, or a window when the tensors take
+// more bindings than one dispatch may have (then each window of k stores
+// partial sums, which a second pass folds in order).
 // The k-order of the sum is fixed: the same bits on every run.
 {{PRELUDE}}
 {{BINDINGS}}
@@ -15,8 +19,10 @@
 const TILE: u32 = 16u;
 const M: u32 = {{M}}u;
 const N: u32 = {{N}}u;
-const K: u32 = {{K}}u;
-const BATCH: u32 = {{BATCH}}u;
+const FIRST_TILE: u32 = {{FIRST_TILE}}u;
+const END_TILE: u32 = {{END_TILE}}u;
+const K_START: u32 = {{K_START}}u;
+const K_END: u32 = {{K_END}}u;
 const TILES_M: u32 = (M + TILE - 1u) / TILE;
 const TILES_N: u32 = (N + TILE - 1u) / TILE;
 
@@ -29,17 +35,17 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    for (var t: u32 = wid.x; t < BATCH * TILES_M * TILES_N; t += nwg.x) {
+    for (var t: u32 = FIRST_TILE + wid.x; t < END_TILE; t += nwg.x) {
         let batch = t / (TILES_M * TILES_N);
         let row = ((t / TILES_N) % TILES_M) * TILE + lid.y;
         let col = (t % TILES_N) * TILE + lid.x;
         let base_a: u32 = {{A_BATCH}};
         let base_b: u32 = {{B_BATCH}};
         var acc: f32 = 0.0;
-        for (var k0: u32 = 0u; k0 < K; k0 += TILE) {
+        for (var k0: u32 = K_START; k0 < K_END; k0 += TILE) {
             var va: f32 = 0.0;
             let ka = k0 + lid.x;
-            if (row < M && ka < K) {
+            if (row < M && ka < K_END) {
                 let idx: u32 = base_a + {{A_OFFSET}};
 {{A_BODY}}
                 va = {{A_VALUE}};
@@ -47,7 +53,7 @@ fn main(
             tile_a[lid.y][lid.x] = va;
             var vb: f32 = 0.0;
             let kb = k0 + lid.y;
-            if (kb < K && col < N) {
+            if (kb < K_END && col < N) {
                 let idx: u32 = base_b + {{B_OFFSET}};
 {{B_BODY}}
                 vb = {{B_VALUE}};

@@ -220,15 +220,16 @@ fn tiny_bindings() -> Option<Device> {
 }
 
 /// How many of `p`'s kernels are windows (past the first) of a kernel cut
-/// to fit its bindings: they start their range of elements, outputs or
-/// folds past 0.
-fn windows(p: &wgrad::Program) -> usize {
-    let starts = ["const START:", "const FIRST_SLOT:", "const FOLD_START:"];
+/// to fit its bindings: they start one of the ranges `starts` (WGSL
+/// constants) past 0.
+fn windows(p: &wgrad::Program, starts: &[&str]) -> usize {
     p.kernels_wgsl()
         .iter()
         .filter(|k| {
-            k.lines()
-                .any(|l| starts.iter().any(|s| l.starts_with(s)) && !l.ends_with("= 0u;"))
+            k.lines().any(|l| {
+                starts.iter().any(|s| l.starts_with(&format!("const {s}:")))
+                    && !l.ends_with("= 0u;")
+            })
         })
         .count()
 }
@@ -253,7 +254,8 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
         .map(|s| (s.to_string(), sample(&mut r, n, Domain::Any)))
         .collect();
     check_against_reference(&dev, &g, &outputs, &data, 1e-3, "slide, in windows");
-    assert!(windows(&g.compile(&dev, &outputs).unwrap()) >= 2);
+    let p = g.compile(&dev, &outputs).unwrap();
+    assert!(windows(&p, &["START", "FIRST_SLOT", "FOLD_START"]) >= 2);
     // Rows of a matrix of four parts (row sums, windows of rows), its
     // columns (column sums, windows of each column's fold), and a slice.
     let g = Graph::new();
@@ -278,6 +280,22 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
         ("v".into(), sample(&mut r, 20_000, Domain::Any)),
     ];
     check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a broadcast vector");
+    // A batch of inputs (four parts) times a small matrix: the product and
+    // the inputs' gradient in windows of rows, the matrix's gradient (a sum
+    // over the batch) in windows of the sum, whose partials are folded.
+    let g = Graph::new();
+    let (x, w) = (g.input("x", [600, 100]), g.input("w", [100, 20]));
+    let f = x.matmul(w).tanh().sum();
+    let mut outputs = vec![f];
+    outputs.extend(g.grad(f, &[x, w]));
+    let data = [
+        ("x".into(), sample(&mut r, 60_000, Domain::Any)),
+        ("w".into(), sample(&mut r, 2_000, Domain::Any)),
+    ];
+    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a batch times a matrix");
+    let p = g.compile(&dev, &outputs).unwrap();
+    assert!(windows(&p, &["FIRST_TILE"]) >= 1, "windows of rows");
+    assert!(windows(&p, &["K_START"]) >= 1, "windows of the sum");
     // A gradient step on a parameter of seven parts, in place.
     let g = Graph::new();
     let w = g.param("w", [n]);

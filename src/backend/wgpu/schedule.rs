@@ -398,7 +398,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
                 // A matrix product has its own iteration space: no riders.
                 elementwise.extend(riders);
                 by_level.entry(l + 1).or_default().extend(epilogue);
-                match matmul_kernel(ctx, &buffers, r, &form)? {
+                match matmul_kernel(ctx, &mut buffers, r, &form)? {
                     Fit::Kernels(ks) => kernels.extend(ks),
                     Fit::Store(id) => return Ok(Attempt::Store(id)),
                     Fit::Split => unreachable!("a lone target is never split"),
@@ -1187,14 +1187,23 @@ fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
     None
 }
 
-fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) -> Result<Fit> {
+/// A matrix product in tiles (`shaders/matmul.wgsl`). Where its tensors
+/// take more bindings than one dispatch may have, it is cut into windows
+/// of the output's rows of tiles (a batch of inputs times a small matrix),
+/// of the sum's k (a gradient summed over the batch: each window's sums are
+/// partials, folded in order by a second pass), or both.
+fn matmul_kernel(
+    ctx: Ctx,
+    buffers: &mut Vec<BufSpec>,
+    target: Target,
+    f: &MatmulForm,
+) -> Result<Fit> {
     let Ctx {
         nodes,
         loads,
         limits,
         chunk,
     } = ctx;
-    let layout = Layout { buffers, chunk };
     let strides = f.shape.strides();
     let out_strides = nodes[target.node.index()].shape.strides();
     let batch_dims: Vec<usize> = f.batch.iter().map(|&x| f.shape.0[x]).collect();
@@ -1203,64 +1212,153 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
         src_strides: f.batch.iter().map(|&x| st[x]).collect(),
         offset: 0,
     };
-    let mut e = Emitter::new(nodes, loads, layout, 4);
-    let a_value = e.value(f.p, "idx");
-    let a_body = e.take_body();
-    let b_value = e.value(f.q, "idx");
-    let b_body = e.take_body();
-    let out_index = format!(
-        "{} + row * {}u + col * {}u",
-        strided_expr(&batch_map(&out_strides), "batch"),
-        out_strides[f.m],
-        out_strides[f.n]
-    );
-    let store = e.store_statement(target.buf, &out_index, "acc");
+    let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
+    let batch: usize = batch_dims.iter().product();
+    let (tiles_m, tiles_n) = (m.div_ceil(16), n.div_ceil(16));
+    let outs = nodes[target.node.index()].shape.numel();
+    let base = |st: &[usize]| strided_expr(&batch_map(st), "batch");
+    let label = format!("matmul[{batch}x{m}x{k}x{n}] -> %{}", target.node.index());
+    let planned = buffers.len();
+    // Where the last cut built leaves the products: the buffer, and how
+    // many partials per output (1: the products themselves).
+    let mut partials = (target.buf, 1);
+    let cut = in_windows(limits, true, |row_cuts, k_cuts| {
+        // Rows of tiles over all batches, `tiles_m` per batch.
+        let row_windows = windows(batch * tiles_m, row_cuts);
+        let k_windows = windows(k, k_cuts);
+        let count = k_windows.len();
+        buffers.truncate(planned);
+        let dst = if count == 1 {
+            target.buf
+        } else {
+            buffers.push(BufSpec {
+                numel: outs * count,
+                kind: BufKind::Temp,
+            });
+            buffers.len() - 1
+        };
+        partials = (dst, count);
+        let layout = Layout { buffers, chunk };
+        let n_windows = row_windows.len() * count;
+        let mut too_many = None;
+        let mut kernels = Vec::new();
+        for (s, rows) in row_windows.iter().enumerate() {
+            for (w, ks) in k_windows.iter().enumerate() {
+                let mut e = Emitter::new(nodes, loads, layout, 4);
+                let first_partial = w * outs;
+                let out_index = format!(
+                    "{first_partial}u + {} + row * {}u + col * {}u",
+                    base(&out_strides),
+                    out_strides[f.m],
+                    out_strides[f.n]
+                );
+                // Bounds on the window's batches, rows and k (each tile's
+                // rows, all columns), in the product's index space.
+                let bounds = (!rows.is_empty() && !ks.is_empty()).then(|| {
+                    let batches = (rows.start / tiles_m, (rows.end - 1) / tiles_m);
+                    let (r0, r1) = if batches.0 == batches.1 {
+                        let last = ((rows.end - 1) % tiles_m) * 16 + 15;
+                        ((rows.start % tiles_m) * 16, last.min(m - 1))
+                    } else {
+                        (0, m - 1)
+                    };
+                    let at = |st: &[usize]| batch_map(st).source_range(batches.0, batches.1);
+                    let (a0, a1) = at(&strides);
+                    let (k0, k1) = (ks.start * strides[f.k], (ks.end - 1) * strides[f.k]);
+                    let (o0, o1) = at(&out_strides);
+                    let a = (a0 + r0 * strides[f.m] + k0, a1 + r1 * strides[f.m] + k1);
+                    let b = (a0 + k0, a1 + k1 + (n - 1) * strides[f.n]);
+                    let out = (
+                        first_partial + o0 + r0 * out_strides[f.m],
+                        first_partial + o1 + r1 * out_strides[f.m] + (n - 1) * out_strides[f.n],
+                    );
+                    (a, b, out)
+                });
+                if let Some((a, ..)) = bounds {
+                    e.set_range("idx", a.0, a.1);
+                }
+                let a_value = e.value(f.p, "idx");
+                let a_body = e.take_body();
+                if let Some((_, b, out)) = bounds {
+                    e.set_range("idx", b.0, b.1);
+                    e.set_range(&out_index, out.0, out.1);
+                }
+                let b_value = e.value(f.q, "idx");
+                let b_body = e.take_body();
+                let store = e.store_statement(dst, &out_index, "acc");
+                too_many = too_many.or(e.too_many_indices);
+                let wgsl = fill(
+                    MATMUL,
+                    &[
+                        ("BINDINGS", &e.declarations()),
+                        ("M", &m.to_string()),
+                        ("N", &n.to_string()),
+                        ("FIRST_TILE", &(rows.start * tiles_n).to_string()),
+                        ("END_TILE", &(rows.end * tiles_n).to_string()),
+                        ("K_START", &ks.start.to_string()),
+                        ("K_END", &ks.end.to_string()),
+                        ("A_BATCH", &base(&strides)),
+                        ("B_BATCH", &base(&strides)),
+                        (
+                            "A_OFFSET",
+                            &format!("row * {}u + ka * {}u", strides[f.m], strides[f.k]),
+                        ),
+                        (
+                            "B_OFFSET",
+                            &format!("kb * {}u + col * {}u", strides[f.k], strides[f.n]),
+                        ),
+                        ("A_BODY", &a_body),
+                        ("A_VALUE", &a_value),
+                        ("B_BODY", &b_body),
+                        ("B_VALUE", &b_value),
+                        ("STORE", &store),
+                    ],
+                );
+                kernels.push(KernelSpec {
+                    label: window_label(&label, s * count + w, n_windows),
+                    wgsl,
+                    bindings: e.bindings(),
+                    workgroups: dispatch_count(rows.len() * tiles_n, 1, limits),
+                });
+            }
+        }
+        Ok(Cut {
+            kernels,
+            too_many_indices: too_many,
+        })
+    })?;
     if let Some(fit) = fits(
-        e.too_many_indices,
-        e.bindings().len(),
+        cut.too_many_indices,
+        cut.widest(),
         nodes,
         loads,
         &[target.node],
         limits,
     )? {
+        buffers.truncate(planned);
         return Ok(fit);
     }
-    let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
-    let batch: usize = batch_dims.iter().product();
-    let base = |st: &[usize]| strided_expr(&batch_map(st), "batch");
-    let label = format!("matmul[{batch}x{m}x{k}x{n}] -> %{}", target.node.index());
-    let wgsl = fill(
-        MATMUL,
-        &[
-            ("BINDINGS", &e.declarations()),
-            ("M", &m.to_string()),
-            ("N", &n.to_string()),
-            ("K", &k.to_string()),
-            ("BATCH", &batch.to_string()),
-            ("A_BATCH", &base(&strides)),
-            ("B_BATCH", &base(&strides)),
-            (
-                "A_OFFSET",
-                &format!("row * {}u + ka * {}u", strides[f.m], strides[f.k]),
-            ),
-            (
-                "B_OFFSET",
-                &format!("kb * {}u + col * {}u", strides[f.k], strides[f.n]),
-            ),
-            ("A_BODY", &a_body),
-            ("A_VALUE", &a_value),
-            ("B_BODY", &b_body),
-            ("B_VALUE", &b_value),
-            ("STORE", &store),
-        ],
-    );
-    let tiles = batch * m.div_ceil(16) * n.div_ceil(16);
-    Ok(Fit::Kernels(vec![KernelSpec {
-        label,
-        wgsl,
-        bindings: e.bindings(),
-        workgroups: dispatch_count(tiles, 1, limits),
-    }]))
+    let (dst, count) = partials;
+    if count == 1 {
+        return Ok(Fit::Kernels(cut.kernels));
+    }
+    // Fold each output's partials (one per window of k), in order.
+    let partials = Partials {
+        buf: dst,
+        groups: count,
+        output_stride: 1,
+        stride: outs,
+    };
+    let folds = fold_partials(
+        ctx,
+        buffers,
+        ReduceOp::Sum,
+        &format!("{label} (k windows)"),
+        &partials,
+        target,
+        &[],
+    )?;
+    Ok(followed_by(cut.kernels, folds))
 }
 
 /// The epilogue of a reduction's last pass: `targets` at index `slot`, where
