@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use rand::Rng;
-use wgrad::{CpuOptions, Device, Graph, Var};
+use wgrad::{CpuOptions, Device, Error, GpuOptions, Graph, Var};
 
 const DEPTH: usize = 6;
 /// Keep tensors small: every dimension at most this, rank at most 6.
@@ -180,6 +180,34 @@ fn random_graphs_match_the_cpu_on_values_and_gradients() {
 }
 
 #[test]
+fn random_graphs_in_windows_match_the_cpu() {
+    // Bindings of 16 floats (the smallest the planner makes) and 6 per
+    // kernel: most values span several parts, and one graph in six or so
+    // has kernels that must be cut into windows (of elements, outputs,
+    // folds, tiles or rows), each binding what its bounds say it can reach.
+    // A graph that reads a large value out of order beyond the bindings
+    // may be refused, with `TooLarge`; most must run, and match.
+    let Some(_) = gpu() else { return };
+    let tiny = Device::gpu_with(&GpuOptions {
+        max_storage_binding: Some(64),
+        max_storage_buffers: Some(6),
+        ..Default::default()
+    })
+    .unwrap();
+    let cases = env("WGRAD_PROPTEST_CASES", 300) as usize;
+    let first = env("WGRAD_PROPTEST_SEED", 0);
+    let ran: Vec<Vec<String>> = (first..first + cases as u64)
+        .filter_map(|seed| compare(&tiny, seed, true))
+        .collect();
+    let windowed = ran
+        .iter()
+        .filter(|kernels| windows(kernels, &WINDOW_STARTS) > 0)
+        .count();
+    assert!(ran.len() * 10 >= cases * 9, "{} of {cases} ran", ran.len());
+    assert!(windowed * 10 >= cases, "{windowed} of {cases} in windows");
+}
+
+#[test]
 fn random_graphs_on_the_cpu_fast_path_match_the_reference() {
     let cases = env("WGRAD_PROPTEST_CASES", 300);
     let first = env("WGRAD_PROPTEST_SEED", 0);
@@ -235,6 +263,13 @@ fn native_kernels_compute_the_tapes_bits() {
 
 /// The graph of `seed` on `device` against the f64 reference.
 fn check(device: &Device, seed: u64) {
+    compare(device, seed, false);
+}
+
+/// The graph of `seed` on `device` against the f64 reference: its kernels
+/// (on a GPU), or `None` where `may_refuse` and `device` refuses it as too
+/// large for its limits.
+fn compare(device: &Device, seed: u64, may_refuse: bool) -> Option<Vec<String>> {
     let g = Graph::new();
     let (outputs, data) = case(&g, seed);
     let feeds = view(&data);
@@ -244,10 +279,15 @@ fn check(device: &Device, seed: u64) {
             device.describe()
         )
     };
-    let got = g
-        .compile(device, &outputs)
-        .and_then(|mut p| p.run(&feeds))
-        .unwrap_or_else(|e| panic!("{e}\n{}", replay()));
+    let run = g.compile(device, &outputs).and_then(|mut p| {
+        let got = p.run(&feeds)?;
+        Ok((got, p.kernels_wgsl()))
+    });
+    let (got, kernels) = match run {
+        Ok(run) => run,
+        Err(Error::TooLarge(_)) if may_refuse => return None,
+        Err(e) => panic!("{e}\n{}", replay()),
+    };
     let want = g
         .compile(&Device::cpu(), &outputs)
         .unwrap()
@@ -263,6 +303,7 @@ fn check(device: &Device, seed: u64) {
             replay()
         );
     }
+    Some(kernels)
 }
 
 /// The random graph of `seed` in `g`: its outputs (a value, a loss and

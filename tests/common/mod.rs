@@ -444,3 +444,29 @@ pub fn every_case_matches_reference(device: &Device) {
         );
     }
 }
+
+/// How many of `kernels` (WGSL) are windows, past the first, of a kernel
+/// cut to fit its bindings: they start one of the ranges `starts` (WGSL
+/// constants; `WINDOW_STARTS` names them all) past 0.
+pub fn windows(kernels: &[String], starts: &[&str]) -> usize {
+    kernels
+        .iter()
+        .filter(|k| {
+            k.lines().any(|l| {
+                starts.iter().any(|s| l.starts_with(&format!("const {s}:")))
+                    && !l.ends_with("= 0u;")
+            })
+        })
+        .count()
+}
+
+/// The first element, output, fold, tile, term or row of each kind of
+/// windowed kernel.
+pub const WINDOW_STARTS: [&str; 6] = [
+    "START",
+    "FIRST_SLOT",
+    "FOLD_START",
+    "FIRST_TILE",
+    "K_START",
+    "ROW_START",
+];

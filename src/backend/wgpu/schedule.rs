@@ -267,7 +267,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     }
     // A tensor larger than one binding is split into parts of `chunk`
     // elements, a power of two so that finding the part is a shift.
-    let most = (limits.max_storage_binding.min(limits.max_buffer) / 4).max(64);
+    let most = (limits.max_storage_binding.min(limits.max_buffer) / 4).max(16);
     let chunk = 1usize << (63 - most.leading_zeros());
 
     // Kernels load only what cannot be recomputed: leaves, reductions, and
