@@ -174,10 +174,12 @@ impl Graph {
     /// Append a node whose shape has been checked.
     #[track_caller]
     pub(crate) fn push(&self, op: Op, inputs: Vec<NodeId>, shape: Shape) -> Var<'_> {
-        let location = self
-            .location_override
-            .get()
-            .unwrap_or_else(Location::caller);
+        // `Location::caller` called here, not passed to `unwrap_or_else`:
+        // there it would name the closure's caller inside core.
+        let location = match self.location_override.get() {
+            Some(location) => location,
+            None => Location::caller(),
+        };
         let mut nodes = self.nodes.borrow_mut();
         let id = NodeId(u32::try_from(nodes.len()).expect("more than 2^32 nodes"));
         nodes.push(Node {
