@@ -6,7 +6,8 @@
 // Each workgroup computes a TILE × TILE block of one batch's output: it
 // stages TILE × TILE blocks of p and q in workgroup memory, where the
 // generated A_BODY / B_BODY compute the operands' elements (loads, and any
-// element-wise producers, fused) at source index `idx`. Tiles are visited by
+// element-wise producers, fused) at index `idx` of each operand (not of the
+// product, which may have 2^32 elements or more). Tiles are visited by
 // a grid-stride loop, so any size fits the adapter's workgroup limit.
 // One dispatch takes the tiles FIRST_TILE..END_TILE and the terms
 // K_START..K_END of each sum: all of them, or a window when the tensors take

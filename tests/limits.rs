@@ -337,3 +337,56 @@ fn a_program_larger_than_memory_is_refused_before_it_allocates() {
     let err = g.compile(&gpu, &[loss]).err().expect("refused");
     assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
 }
+
+#[test]
+fn a_matrix_product_of_more_than_2_pow_32_terms_indexes_its_operands() {
+    // 6000 x 256 times 256 x 4096: 1.5 x 2^32 products, though no tensor
+    // has more than 2^25 elements. Sampled outputs against f64 dot products.
+    let Some(dev) = gpu() else {
+        return;
+    };
+    let (m, k, n) = (6000, 256, 4096);
+    let g = Graph::new();
+    let (a, b) = (g.input("a", [m, k]), g.input("b", [k, n]));
+    let mut r = rng(29);
+    let (xa, xb) = (
+        sample(&mut r, m * k, Domain::Any),
+        sample(&mut r, k * n, Domain::Any),
+    );
+    let data = as_f32(&[("a".into(), xa), ("b".into(), xb)]);
+    let got = g
+        .compile(&dev, &[a.matmul(b)])
+        .unwrap()
+        .run(&view(&data))
+        .unwrap()
+        .remove(0);
+    let (fa, fb) = (&data[0].1, &data[1].1);
+    for (i, j) in [(0, 0), (5999, 4095), (4096, 17), (5000, 4000), (1500, 2500)] {
+        let want: f64 = (0..k)
+            .map(|t| fa[i * k + t] as f64 * fb[t * n + j] as f64)
+            .sum();
+        let have = got[i * n + j] as f64;
+        assert!(
+            (have - want).abs() <= 1e-3 * want.abs().max(1.0),
+            "out[{i}][{j}] = {have}, want {want}"
+        );
+    }
+}
+
+#[test]
+fn a_value_too_large_for_32_bit_indices_is_refused_naming_its_line() {
+    // An outer product of two vectors of 2^16, summed: no tensor is stored
+    // larger than 2^16 elements, but the product's 2^32 indices would wrap.
+    let Some(dev) = gpu() else {
+        return;
+    };
+    let g = Graph::new();
+    let (x, y) = (g.input("x", [1 << 16, 1]), g.input("y", [1, 1 << 16]));
+    let line = line!() + 1;
+    let outer = x * y;
+    let err = g.compile(&dev, &[outer.sum()]).err().expect("refused");
+    assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("limits.rs:{line}")), "{message}");
+    assert!(message.contains("[65536, 65536]"), "{message}");
+}

@@ -27,6 +27,18 @@ use std::ops::{Range, RangeInclusive};
 /// stored instead of recomputed (chains of shifted slices would otherwise
 /// recompute exponentially).
 pub(crate) const MAX_INDICES_PER_NODE: usize = 6;
+/// Kernels index with u32: a value computed or stored at an index has fewer
+/// elements than this (so that the sum of two indices cannot wrap either).
+pub(crate) const MAX_ELEMENTS: usize = 1 << 31;
+
+/// What emitting a kernel found that it cannot be built with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Problem {
+    /// A node needed at too many indices: store it and plan again.
+    TooManyIndices(NodeId),
+    /// A node computed at an index has `MAX_ELEMENTS` elements or more.
+    TooLarge(NodeId),
+}
 
 pub(crate) struct Emitter<'a> {
     nodes: &'a [Node],
@@ -45,8 +57,8 @@ pub(crate) struct Emitter<'a> {
     indices_seen: HashMap<NodeId, HashSet<String>>,
     /// Nodes whose value at whatever index is reached is a known expression.
     substitutes: HashMap<NodeId, String>,
-    /// A node that should be stored, found while emitting.
-    pub too_many_indices: Option<NodeId>,
+    /// The first problem found while emitting.
+    pub problem: Option<Problem>,
     next: usize,
 }
 
@@ -69,7 +81,7 @@ impl<'a> Emitter<'a> {
             index_memo: HashMap::new(),
             indices_seen: HashMap::new(),
             substitutes: HashMap::new(),
-            too_many_indices: None,
+            problem: None,
             next: 0,
         }
     }
@@ -229,8 +241,11 @@ impl<'a> Emitter<'a> {
         }
         let seen = self.indices_seen.entry(id).or_default();
         seen.insert(idx.to_string());
-        if seen.len() > MAX_INDICES_PER_NODE && self.too_many_indices.is_none() {
-            self.too_many_indices = Some(id);
+        if seen.len() > MAX_INDICES_PER_NODE {
+            self.problem = self.problem.or(Some(Problem::TooManyIndices(id)));
+        }
+        if node.shape.numel() >= MAX_ELEMENTS {
+            self.problem = self.problem.or(Some(Problem::TooLarge(id)));
         }
         let input = |k: usize| node.inputs[k];
         let in_shape = |k: usize| &self.nodes[node.inputs[k].index()].shape;
@@ -354,10 +369,8 @@ impl<'a> Emitter<'a> {
         let mut slot = 0;
         for u in &self.used {
             let (buf, write) = (u.buf, u.write);
-            let (first, last) = (
-                *u.parts(self.layout.chunk).start(),
-                *u.parts(self.layout.chunk).end(),
-            );
+            let parts = u.parts(self.layout.chunk);
+            let (first, last) = (*parts.start(), *parts.end());
             let access = if write { "read_write" } else { "read" };
             if self.layout.parts(buf) == 1 {
                 let _ = writeln!(

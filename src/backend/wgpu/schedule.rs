@@ -27,7 +27,7 @@
 //! device allows is cut into windows of its index range, one dispatch each
 //! (`in_windows`).
 
-use super::codegen::{fill, strided_expr, validate, Emitter, Layout};
+use super::codegen::{fill, strided_expr, validate, Emitter, Layout, Problem, MAX_ELEMENTS};
 use super::device::GpuLimits;
 use crate::backend::cpu::live_nodes;
 use crate::error::{Error, Result};
@@ -258,7 +258,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
         }
     }
     for b in &buffers {
-        if b.numel >= 1 << 31 {
+        if b.numel >= MAX_ELEMENTS {
             return Err(Error::TooLarge(format!(
                 "a tensor of {} elements exceeds 2^31 elements (32-bit indexing)",
                 b.numel
@@ -566,20 +566,33 @@ enum Fit {
     Split,
 }
 
-/// Whether a finished kernel (one that needs some node at `too_many`
-/// indices, and takes `bindings` storage bindings) fits the device; if
-/// not, what to do about it, or an error where nothing can be done: one op
-/// whose operands, all stored, take more bindings than a kernel may have.
+/// Whether a finished kernel (emitted with `problem`, taking `bindings`
+/// storage bindings) fits the device; if not, what to do about it, or an
+/// error where nothing can be done: a value too large for 32-bit indices,
+/// or one op whose operands, all stored, take more bindings than a kernel
+/// may have.
 fn fits(
-    too_many: Option<NodeId>,
+    problem: Option<Problem>,
     bindings: usize,
     nodes: &[Node],
     stored: &HashMap<NodeId, BufId>,
     targets: &[NodeId],
     limits: &GpuLimits,
 ) -> Result<Option<Fit>> {
-    if let Some(id) = too_many {
-        return Ok(Some(Fit::Store(id)));
+    match problem {
+        Some(Problem::TooManyIndices(id)) => return Ok(Some(Fit::Store(id))),
+        Some(Problem::TooLarge(id)) => {
+            let node = &nodes[id.index()];
+            return Err(Error::TooLarge(format!(
+                "the {} of shape {} recorded at {} has {} elements, and kernels index \
+                 values with 32 bits (fewer than 2^31 elements)",
+                node.op.name(),
+                node.shape,
+                node.location,
+                node.shape.numel()
+            )));
+        }
+        None => {}
     }
     if bindings <= limits.max_storage_buffers as usize {
         return Ok(None);
@@ -624,11 +637,11 @@ fn fits(
     }
 }
 
-/// A kernel's dispatches for one cut of its index range, and the node (if
-/// any) it needs at too many indices, which is the same for every cut.
+/// A kernel's dispatches for one cut of its index range, and the problem
+/// (if any) emitting it found, which is the same for every cut.
 struct Cut {
     kernels: Vec<KernelSpec>,
-    too_many_indices: Option<NodeId>,
+    problem: Option<Problem>,
 }
 
 impl Cut {
@@ -659,7 +672,7 @@ fn in_windows(
 ) -> Result<Cut> {
     let max = limits.max_storage_buffers as usize;
     let whole = build(1, 1)?;
-    if whole.too_many_indices.is_some() || whole.widest() <= max {
+    if whole.problem.is_some() || whole.widest() <= max {
         return Ok(whole);
     }
     for (slots, folds) in [(true, false), (false, true), (true, true)] {
@@ -753,22 +766,22 @@ fn elementwise_kernels(
             bindings: e.bindings(),
             workgroups: dispatch_count(range.len(), WORKGROUP * UNROLL, limits),
         };
-        (spec, e.too_many_indices)
+        (spec, e.problem)
     };
     let cut = in_windows(limits, false, |n, _| {
         let ranges = windows(extent, n);
-        let (kernels, too_many): (Vec<_>, Vec<_>) = ranges
+        let (kernels, problems): (Vec<_>, Vec<_>) = ranges
             .iter()
             .enumerate()
             .map(|(k, range)| kernel(k, ranges.len(), range))
             .unzip();
         Ok(Cut {
             kernels,
-            too_many_indices: too_many[0],
+            problem: problems[0],
         })
     })?;
     match fits(
-        cut.too_many_indices,
+        cut.problem,
         cut.widest(),
         nodes,
         stored,
@@ -855,7 +868,7 @@ fn reduction(
         };
         let tail = if count == 1 { epilogue } else { &[] };
         let n = slot_windows.len() * folds.len();
-        let mut too_many = None;
+        let mut problem = None;
         let mut kernels = Vec::new();
         for (s, slots) in slot_windows.iter().enumerate() {
             for (f, fold) in folds.iter().enumerate() {
@@ -887,7 +900,7 @@ fn reduction(
                 };
                 let store = e.store_statement(dst, &at, "total");
                 let epilogue_body = emit_epilogue(&mut e, stored, target.node, tail);
-                too_many = too_many.or(e.too_many_indices);
+                problem = problem.or(e.problem);
                 let space = ReduceSpace {
                     slots: slots.clone(),
                     groups,
@@ -908,10 +921,7 @@ fn reduction(
                 ));
             }
         }
-        Ok(Cut {
-            kernels,
-            too_many_indices: too_many,
-        })
+        Ok(Cut { kernels, problem })
     })?;
     let (dst, count) = partials;
     let mut all = vec![target.node];
@@ -919,14 +929,7 @@ fn reduction(
     if count == 1 {
         all.extend(ids(epilogue));
     }
-    if let Some(fit) = fits(
-        cut.too_many_indices,
-        cut.widest(),
-        nodes,
-        stored,
-        &all,
-        limits,
-    )? {
+    if let Some(fit) = fits(cut.problem, cut.widest(), nodes, stored, &all, limits)? {
         buffers.truncate(planned);
         return Ok(fit);
     }
@@ -994,7 +997,7 @@ fn fold_partials(
     } = *partials;
     let cut = in_windows(ctx.limits, false, |n, _| {
         let slot_windows = windows(outs, n);
-        let mut too_many = None;
+        let mut problem = None;
         let mut kernels = Vec::new();
         for (k, slots) in slot_windows.iter().enumerate() {
             let mut e = Emitter::new(ctx.nodes, ctx.loads, layout, 3);
@@ -1007,7 +1010,7 @@ fn fold_partials(
             let value = e.load(buf, "idx");
             let store = e.store_statement(target.buf, "slot", "total");
             let tail = emit_epilogue(&mut e, ctx.loads, target.node, epilogue);
-            too_many = too_many.or(e.too_many_indices);
+            problem = problem.or(e.problem);
             let space = ReduceSpace {
                 slots: slots.clone(),
                 groups: 1,
@@ -1027,15 +1030,12 @@ fn fold_partials(
                 ctx.limits,
             ));
         }
-        Ok(Cut {
-            kernels,
-            too_many_indices: too_many,
-        })
+        Ok(Cut { kernels, problem })
     })?;
     let mut all = vec![target.node];
     all.extend(ids(epilogue));
     match fits(
-        cut.too_many_indices,
+        cut.problem,
         cut.widest(),
         ctx.nodes,
         ctx.loads,
@@ -1109,16 +1109,16 @@ fn reduce_kernel(
 }
 
 /// A sum over consecutive axes (together `k`) of a product `p · q` where `p`
-/// is constant along axis `n` and `q` along axis `m`: a (batched) matrix
-/// product, as `matmul` and its gradients record it. The other axes are
-/// batch axes.
+/// is a broadcast constant along axis `n` and `q` one along axis `m`: a
+/// (batched) matrix product, as `matmul` and its gradients record it. The
+/// other axes are batch axes.
 struct MatmulForm {
     p: NodeId,
     q: NodeId,
     m: usize,
     n: usize,
-    /// The last reduced axis: its stride steps through all of them.
-    k: usize,
+    /// The reduced axes (consecutive).
+    ks: Vec<usize>,
     /// The number of terms in each sum.
     depth: usize,
     batch: Vec<usize>,
@@ -1142,7 +1142,6 @@ fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
         return None;
     }
     let shape = prod.shape.clone();
-    let k = *axes.last().expect("a reduction has axes");
     let reduced = |x: usize| axes.contains(&x);
     // Whether `v` is a broadcast that does not vary along `axis`.
     let flat = |v: NodeId, axis: usize| {
@@ -1177,7 +1176,7 @@ fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
                 q,
                 m,
                 n,
-                k,
+                ks: axes.clone(),
                 depth,
                 batch,
                 shape,
@@ -1204,16 +1203,25 @@ fn matmul_kernel(
         limits,
         chunk,
     } = ctx;
-    let strides = f.shape.strides();
+    // The operands are indexed in the broadcasts' inputs, each with its own
+    // stride for every axis of the product (0 where it is broadcast): the
+    // product itself, which may well have 2^32 elements, is never indexed.
+    let operand = |v: NodeId| {
+        let input = nodes[v.index()].inputs[0];
+        let map = StridedMap::broadcast(&nodes[input.index()].shape, &f.shape);
+        (input, map.src_strides)
+    };
+    let ((a_in, sa), (b_in, sb)) = (operand(f.p), operand(f.q));
     let out_strides = nodes[target.node.index()].shape.strides();
-    let batch_dims: Vec<usize> = f.batch.iter().map(|&x| f.shape.0[x]).collect();
-    let batch_map = |st: &[usize]| StridedMap {
-        out_dims: batch_dims.clone(),
-        src_strides: f.batch.iter().map(|&x| st[x]).collect(),
+    let over = |axes: &[usize], st: &[usize]| StridedMap {
+        out_dims: axes.iter().map(|&x| f.shape.0[x]).collect(),
+        src_strides: axes.iter().map(|&x| st[x]).collect(),
         offset: 0,
     };
+    let batch_map = |st: &[usize]| over(&f.batch, st);
+    let k_map = |st: &[usize]| over(&f.ks, st);
     let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
-    let batch: usize = batch_dims.iter().product();
+    let batch: usize = f.batch.iter().map(|&x| f.shape.0[x]).product();
     let (tiles_m, tiles_n) = (m.div_ceil(16), n.div_ceil(16));
     let outs = nodes[target.node.index()].shape.numel();
     let base = |st: &[usize]| strided_expr(&batch_map(st), "batch");
@@ -1240,7 +1248,7 @@ fn matmul_kernel(
         partials = (dst, count);
         let layout = Layout { buffers, chunk };
         let n_windows = row_windows.len() * count;
-        let mut too_many = None;
+        let mut problem = None;
         let mut kernels = Vec::new();
         for (s, rows) in row_windows.iter().enumerate() {
             for (w, ks) in k_windows.iter().enumerate() {
@@ -1263,11 +1271,12 @@ fn matmul_kernel(
                         (0, m - 1)
                     };
                     let at = |st: &[usize]| batch_map(st).source_range(batches.0, batches.1);
-                    let (a0, a1) = at(&strides);
-                    let (k0, k1) = (ks.start * strides[f.k], (ks.end - 1) * strides[f.k]);
+                    let terms = |st: &[usize]| k_map(st).source_range(ks.start, ks.end - 1);
+                    let ((a0, a1), (ka0, ka1)) = (at(&sa), terms(&sa));
+                    let ((b0, b1), (kb0, kb1)) = (at(&sb), terms(&sb));
                     let (o0, o1) = at(&out_strides);
-                    let a = (a0 + r0 * strides[f.m] + k0, a1 + r1 * strides[f.m] + k1);
-                    let b = (a0 + k0, a1 + k1 + (n - 1) * strides[f.n]);
+                    let a = (a0 + r0 * sa[f.m] + ka0, a1 + r1 * sa[f.m] + ka1);
+                    let b = (b0 + kb0, b1 + kb1 + (n - 1) * sb[f.n]);
                     let out = (
                         first_partial + o0 + r0 * out_strides[f.m],
                         first_partial + o1 + r1 * out_strides[f.m] + (n - 1) * out_strides[f.n],
@@ -1277,16 +1286,16 @@ fn matmul_kernel(
                 if let Some((a, ..)) = bounds {
                     e.set_range("idx", a.0, a.1);
                 }
-                let a_value = e.value(f.p, "idx");
+                let a_value = e.value(a_in, "idx");
                 let a_body = e.take_body();
                 if let Some((_, b, out)) = bounds {
                     e.set_range("idx", b.0, b.1);
                     e.set_range(&out_index, out.0, out.1);
                 }
-                let b_value = e.value(f.q, "idx");
+                let b_value = e.value(b_in, "idx");
                 let b_body = e.take_body();
                 let store = e.store_statement(dst, &out_index, "acc");
-                too_many = too_many.or(e.too_many_indices);
+                problem = problem.or(e.problem);
                 let wgsl = fill(
                     MATMUL,
                     &[
@@ -1297,15 +1306,15 @@ fn matmul_kernel(
                         ("END_TILE", &(rows.end * tiles_n).to_string()),
                         ("K_START", &ks.start.to_string()),
                         ("K_END", &ks.end.to_string()),
-                        ("A_BATCH", &base(&strides)),
-                        ("B_BATCH", &base(&strides)),
+                        ("A_BATCH", &base(&sa)),
+                        ("B_BATCH", &base(&sb)),
                         (
                             "A_OFFSET",
-                            &format!("row * {}u + ka * {}u", strides[f.m], strides[f.k]),
+                            &format!("row * {}u + {}", sa[f.m], strided_expr(&k_map(&sa), "ka")),
                         ),
                         (
                             "B_OFFSET",
-                            &format!("kb * {}u + col * {}u", strides[f.k], strides[f.n]),
+                            &format!("{} + col * {}u", strided_expr(&k_map(&sb), "kb"), sb[f.n]),
                         ),
                         ("A_BODY", &a_body),
                         ("A_VALUE", &a_value),
@@ -1322,13 +1331,10 @@ fn matmul_kernel(
                 });
             }
         }
-        Ok(Cut {
-            kernels,
-            too_many_indices: too_many,
-        })
+        Ok(Cut { kernels, problem })
     })?;
     if let Some(fit) = fits(
-        cut.too_many_indices,
+        cut.problem,
         cut.widest(),
         nodes,
         loads,
@@ -1669,7 +1675,7 @@ fn rowcol(
         let partial = buffers.len() - 1;
         partials = (partial, all_groups);
         let layout = Layout { buffers, chunk };
-        let mut too_many = None;
+        let mut problem = None;
         let mut kernels = Vec::new();
         for (k, window) in row_windows.iter().enumerate() {
             let mut e = Emitter::new(nodes, loads, layout, 4);
@@ -1700,7 +1706,7 @@ fn rowcol(
             let value2 = e.value(o2, "idx");
             let body2 = e.take_body();
             let store_partial = e.store_statement(partial, &at, "value");
-            too_many = too_many.or(e.too_many_indices);
+            problem = problem.or(e.problem);
             let wgsl = fill(
                 ROWCOL,
                 &[
@@ -1730,21 +1736,11 @@ fn rowcol(
                 workgroups: dispatch_count(groups, 1, limits),
             });
         }
-        Ok(Cut {
-            kernels,
-            too_many_indices: too_many,
-        })
+        Ok(Cut { kernels, problem })
     })?;
     let mut all = vec![r1.node, r2.node];
     all.extend(ids(epilogue1));
-    if let Some(fit) = fits(
-        cut.too_many_indices,
-        cut.widest(),
-        nodes,
-        loads,
-        &all,
-        limits,
-    )? {
+    if let Some(fit) = fits(cut.problem, cut.widest(), nodes, loads, &all, limits)? {
         buffers.truncate(planned);
         return Ok(fit);
     }
