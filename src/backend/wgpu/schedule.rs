@@ -448,6 +448,15 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
             }
         }
     }
+    // The partials of reductions in windows are made while planning: one per
+    // window of each output can outgrow 32-bit indices where nothing else does.
+    if let Some(b) = buffers.iter().find(|b| b.numel >= MAX_ELEMENTS) {
+        return Err(Error::TooLarge(format!(
+            "the partial results of a reduction in windows would take {} elements, \
+             over 2^31 (32-bit indexing): the device's bindings are too small for it",
+            b.numel
+        )));
+    }
     Ok(Attempt::Done(Plan {
         buffers,
         chunk,
