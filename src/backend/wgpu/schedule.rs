@@ -715,6 +715,28 @@ fn windows(len: usize, n: usize) -> Vec<Range<usize>> {
     (0..len).step_by(w).map(|a| a..(a + w).min(len)).collect()
 }
 
+/// Where a cut of a reduction into windows with `count` partials per output
+/// (of `outs`) leaves its results: the target's own buffer where there is
+/// one, else a new buffer of partials after the first `planned` buffers
+/// (an earlier cut's partials dropped).
+fn results_buffer(
+    buffers: &mut Vec<BufSpec>,
+    planned: usize,
+    target: Target,
+    outs: usize,
+    count: usize,
+) -> BufId {
+    buffers.truncate(planned);
+    if count == 1 {
+        return target.buf;
+    }
+    buffers.push(BufSpec {
+        numel: outs * count,
+        kind: BufKind::Temp,
+    });
+    buffers.len() - 1
+}
+
 /// A kernel's label, with its window where it has several.
 fn window_label(label: &str, k: usize, n: usize) -> String {
     if n == 1 {
@@ -860,16 +882,7 @@ fn reduction(
         };
         let slot_windows = windows(outs * groups, slot_cuts);
         let count = groups * folds.len();
-        buffers.truncate(planned);
-        let dst = if count == 1 {
-            target.buf
-        } else {
-            buffers.push(BufSpec {
-                numel: outs * count,
-                kind: BufKind::Temp,
-            });
-            buffers.len() - 1
-        };
+        let dst = results_buffer(buffers, planned, target, outs, count);
         partials = (dst, count);
         let layout = Layout {
             buffers,
@@ -1244,16 +1257,7 @@ fn matmul_kernel(
         let row_windows = windows(batch * tiles_m, row_cuts);
         let k_windows = windows(k, k_cuts);
         let count = k_windows.len();
-        buffers.truncate(planned);
-        let dst = if count == 1 {
-            target.buf
-        } else {
-            buffers.push(BufSpec {
-                numel: outs * count,
-                kind: BufKind::Temp,
-            });
-            buffers.len() - 1
-        };
+        let dst = results_buffer(buffers, planned, target, outs, count);
         partials = (dst, count);
         let layout = Layout { buffers, chunk };
         let n_windows = row_windows.len() * count;
