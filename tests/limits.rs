@@ -307,12 +307,17 @@ fn a_tensor_read_out_of_order_beyond_the_bindings_is_refused() {
     };
     let g = Graph::new();
     let m = g.input("m", [200, 300]);
+    let line = line!() + 1;
+    let transposed = m.transpose();
     let err = g
-        .compile(&dev, &[m.transpose().sum_axes(&[1], false)])
+        .compile(&dev, &[transposed.sum_axes(&[1], false)])
         .err()
         .expect("refused");
     assert!(matches!(err, Error::TooLarge(_)), "{err}");
-    assert!(err.to_string().contains("binds at most 4"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("binds at most 4"), "{message}");
+    assert!(message.contains(&format!("limits.rs:{line}")), "{message}");
+    assert!(message.contains("[300, 200]"), "{message}");
 }
 
 #[test]

@@ -625,12 +625,13 @@ fn fits(
             None if id == targets[0] => {
                 let node = &nodes[id.index()];
                 return Err(Error::TooLarge(format!(
-                    "a {} of {} elements reads tensors taking {bindings} storage bindings \
-                     with its result (a tensor over one binding takes several, and no \
-                     window of its elements reads fewer), and a kernel on this device \
-                     binds at most {}",
+                    "the {} of shape {} recorded at {} reads tensors taking {bindings} \
+                     storage bindings with its result (a tensor over one binding takes \
+                     several, and no window of its elements reads fewer), and a kernel \
+                     on this device binds at most {}",
                     node.op.name(),
-                    node.shape.numel(),
+                    node.shape,
+                    node.location,
                     limits.max_storage_buffers
                 )));
             }
