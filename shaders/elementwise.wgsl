@@ -2,7 +2,8 @@
 // `idx`, for idx in START..END (all of its elements, or one window of them
 // when its tensors take more bindings than one dispatch may have), by the
 // generated BODY (which loads operands, recomputes any fused producers, and
-// stores).
+// stores). A window of a block of rows by columns (BLOCK) runs its threads'
+// `t` over START..END instead, and the generated code maps each to its idx.
 // Each thread takes UNROLL elements a workgroup apart, written out by the
 // code generator (UNROLLED; CHECKED where the last ones may be past the
 // end), so that their loads are in flight together. A grid-stride loop
@@ -11,6 +12,7 @@
 {{PRELUDE}}
 {{BINDINGS}}
 
+{{BLOCK}}
 const START: u32 = {{START}}u;
 const END: u32 = {{END}}u;
 const WG: u32 = 256u;

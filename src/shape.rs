@@ -245,6 +245,23 @@ impl StridedMap {
         }
         (least, most)
     }
+    /// Bounds on the source indices of a block of output elements: rows
+    /// `rows` (a flat range over all axes but the last) by columns `cols`
+    /// (of the last axis), both inclusive. A block of a transpose reaches a
+    /// block of its source, where a flat range of whole rows reaches all of it.
+    pub fn block_source_range(&self, rows: (usize, usize), cols: (usize, usize)) -> (usize, usize) {
+        let Some(last) = self.out_dims.len().checked_sub(1) else {
+            return (self.offset, self.offset);
+        };
+        let outer = StridedMap {
+            out_dims: self.out_dims[..last].to_vec(),
+            src_strides: self.src_strides[..last].to_vec(),
+            offset: self.offset,
+        };
+        let (least, most) = outer.source_range(rows.0, rows.1);
+        let stride = self.src_strides[last];
+        (least + cols.0 * stride, most + cols.1 * stride)
+    }
     /// Whether the map is the identity (the output reads the source in order).
     pub fn is_identity(&self) -> bool {
         self.offset == 0 && self.src_strides == Shape(self.out_dims.clone()).strides()
@@ -380,6 +397,35 @@ mod tests {
                 }
             }
         }
+        // Blocks of rows by columns, likewise.
+        for m in &maps {
+            let cols = *m.out_dims.last().unwrap();
+            let rows = m.out_dims.iter().product::<usize>() / cols;
+            for (r, c) in [
+                ((0, rows - 1), (0, cols - 1)),
+                ((0, 0), (1, 1)),
+                ((rows / 2, rows - 1), (0, cols / 2)),
+            ] {
+                let (least, most) = m.block_source_range(r, c);
+                for i in r.0..=r.1 {
+                    for j in c.0..=c.1 {
+                        let s = m.source(i * cols + j);
+                        assert!(
+                            least <= s && s <= most,
+                            "{m:?} block {r:?} x {c:?} at {i}, {j}"
+                        );
+                    }
+                }
+            }
+        }
+        // A block of a transpose reaches a block of its source: two of 1000
+        // rows of a 1000 x 1000 transpose, columns 10 to 19, are 10 of its
+        // source's rows.
+        let t = StridedMap::permute(&Shape::from([1000, 1000]), &[1, 0]);
+        assert_eq!(
+            t.block_source_range((5, 6), (10, 19)),
+            (10 * 1000 + 5, 19 * 1000 + 6)
+        );
         // On the contiguous windows the scheduler makes, the bounds are tight.
         assert_eq!(maps[2].source_range(100, 199), (101, 200));
         assert_eq!(maps[0].source_range(0, 23), (0, 2));

@@ -299,25 +299,52 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
 }
 
 #[test]
-fn a_tensor_read_out_of_order_beyond_the_bindings_is_refused() {
-    // A transposed matrix of four parts: every window of the result reads
-    // all four, which with the result's own binding is five.
+fn a_transpose_larger_than_the_bindings_runs_in_blocks() {
+    // A 256 x 256 matrix in 64 KiB bindings is four parts of 64 rows. Every
+    // range of the transpose's elements reaches all four, which with the
+    // other tensors' parts is more than four bindings; a block of 64 rows
+    // by 64 columns reaches one part of each tensor.
     let Some(dev) = tiny_bindings() else {
         return;
     };
     let g = Graph::new();
-    let m = g.input("m", [200, 300]);
+    let (m, w) = (g.input("m", [256, 256]), g.input("w", [256, 256]));
+    let f = (m.transpose() * w).tanh().sum() + m.transpose().sum_axes(&[1], false).sin().sum();
+    let mut outputs = vec![f];
+    outputs.extend(g.grad(f, &[m, w]));
+    let mut r = rng(31);
+    let data = [
+        ("m".into(), sample(&mut r, 65_536, Domain::Any)),
+        ("w".into(), sample(&mut r, 65_536, Domain::Any)),
+    ];
+    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a transpose in blocks");
+    let p = g.compile(&dev, &outputs).unwrap();
+    assert!(
+        windows(&p.kernels_wgsl(), &["BLOCK_COL"]) >= 1,
+        "blocks of columns"
+    );
+}
+
+#[test]
+fn an_op_whose_reads_exceed_the_bindings_is_refused_naming_its_line() {
+    // Two bindings per kernel cannot hold an addition's two operands and
+    // its result, however it is cut.
+    let Some(dev) = small_gpu(GpuOptions {
+        max_storage_buffers: Some(2),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let g = Graph::new();
+    let (x, y) = (g.input("x", [100, 3]), g.input("y", [100, 3]));
     let line = line!() + 1;
-    let transposed = m.transpose();
-    let err = g
-        .compile(&dev, &[transposed.sum_axes(&[1], false)])
-        .err()
-        .expect("refused");
+    let sum = x + y;
+    let err = g.compile(&dev, &[sum]).err().expect("refused");
     assert!(matches!(err, Error::TooLarge(_)), "{err}");
     let message = err.to_string();
-    assert!(message.contains("binds at most 4"), "{message}");
+    assert!(message.contains("binds at most 2"), "{message}");
     assert!(message.contains(&format!("limits.rs:{line}")), "{message}");
-    assert!(message.contains("[300, 200]"), "{message}");
+    assert!(message.contains("[100, 3]"), "{message}");
 }
 
 #[test]

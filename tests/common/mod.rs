@@ -460,10 +460,12 @@ pub fn windows(kernels: &[String], starts: &[&str]) -> usize {
         .count()
 }
 
-/// The first element, output, fold, tile, term or row of each kind of
-/// windowed kernel.
-pub const WINDOW_STARTS: [&str; 6] = [
+/// The first element, block row or column, output, fold, tile, term or row
+/// of each kind of windowed kernel.
+pub const WINDOW_STARTS: [&str; 8] = [
     "START",
+    "BLOCK_ROW",
+    "BLOCK_COL",
     "FIRST_SLOT",
     "FOLD_START",
     "FIRST_TILE",

@@ -50,6 +50,8 @@ pub(crate) struct Emitter<'a> {
     used: Vec<Use>,
     /// Bounds (least, greatest) of index variables, where known.
     ranges: HashMap<String, (usize, usize)>,
+    /// Index variables that range over a block of rows by columns.
+    blocks: HashMap<String, Block>,
     pub body: String,
     indent: usize,
     memo: HashMap<(NodeId, String), String>,
@@ -75,6 +77,7 @@ impl<'a> Emitter<'a> {
             layout,
             used: Vec::new(),
             ranges: HashMap::new(),
+            blocks: HashMap::new(),
             body: String::new(),
             indent,
             memo: HashMap::new(),
@@ -90,6 +93,18 @@ impl<'a> Emitter<'a> {
     /// `lo..=hi` in this kernel.
     pub fn set_range(&mut self, name: &str, lo: usize, hi: usize) {
         self.ranges.insert(name.to_string(), (lo, hi));
+    }
+
+    /// Let the index variable `name` range over `block`: its rows by its
+    /// columns, of a shape whose last axis has `block.row_len` elements.
+    pub fn set_block(&mut self, name: &str, block: Block) {
+        let (rows, cols) = (block.rows, block.cols);
+        let (lo, hi) = (
+            rows.0 * block.row_len + cols.0,
+            rows.1 * block.row_len + cols.1,
+        );
+        self.set_range(name, lo, hi);
+        self.blocks.insert(name.to_string(), block);
     }
 
     /// Bounds on the index expression `idx`: a variable with a range, or a literal.
@@ -313,8 +328,18 @@ impl<'a> Emitter<'a> {
             return idx.to_string();
         }
         let v = self.index(strided_expr(m, idx));
-        if let Some((lo, hi)) = self.range_of(idx) {
-            self.ranges.insert(v.clone(), m.source_range(lo, hi));
+        // A block of the map's own rows and columns bounds its source as a
+        // block; anything else as a flat range.
+        let block = self
+            .blocks
+            .get(idx)
+            .filter(|b| m.out_dims.last() == Some(&b.row_len));
+        let bounds = match block {
+            Some(b) => Some(m.block_source_range(b.rows, b.cols)),
+            None => self.range_of(idx).map(|(lo, hi)| m.source_range(lo, hi)),
+        };
+        if let Some(bounds) = bounds {
+            self.ranges.insert(v.clone(), bounds);
         }
         v
     }
@@ -421,6 +446,15 @@ impl<'a> Emitter<'a> {
         }
         s
     }
+}
+
+/// Rows `rows` (a flat range over all axes but the last) by columns `cols`
+/// (of the last axis, `row_len` long) of a shape, both inclusive.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Block {
+    pub rows: (usize, usize),
+    pub cols: (usize, usize),
+    pub row_len: usize,
 }
 
 /// A buffer a kernel uses: whether it writes it, and the elements it can reach.

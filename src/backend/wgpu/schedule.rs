@@ -27,7 +27,7 @@
 //! device allows is cut into windows of its index range, one dispatch each
 //! (`in_windows`).
 
-use super::codegen::{fill, strided_expr, validate, Emitter, Layout, Problem, MAX_ELEMENTS};
+use super::codegen::{fill, strided_expr, validate, Block, Emitter, Layout, Problem, MAX_ELEMENTS};
 use super::device::GpuLimits;
 use crate::backend::cpu::live_nodes;
 use crate::error::{Error, Result};
@@ -761,24 +761,73 @@ fn elementwise_kernels(
     } = ctx;
     let layout = Layout { buffers, chunk };
     let label = format!("elementwise[{extent}] -> {:?}", ids(targets));
-    let kernel = |k: usize, n: usize, range: &Range<usize>| {
+    // Windows are ranges of elements (power-of-two long, so a tensor read in
+    // order reaches as few parts as can be) or, where the columns are cut
+    // too, blocks of rows by columns of the targets' last axis (a tensor
+    // read out of order, a transpose, reaches few of its parts from a block).
+    let row_len = nodes[targets[0].node.index()]
+        .shape
+        .0
+        .last()
+        .copied()
+        .unwrap_or(1)
+        .max(1);
+    let rows = extent / row_len;
+    // A window: a range of elements, or a block of rows by columns.
+    let kernel = |k: usize, n: usize, window: (&Range<usize>, Option<&Range<usize>>)| {
         let mut e = Emitter::new(nodes, stored, layout, 2);
-        if !range.is_empty() {
-            e.set_range("idx", range.start, range.end - 1);
-        }
+        let (range, block) = match window {
+            (range, None) => {
+                if !range.is_empty() {
+                    e.set_range("idx", range.start, range.end - 1);
+                }
+                (range.clone(), None)
+            }
+            (rows, Some(cols)) => {
+                if !rows.is_empty() && !cols.is_empty() {
+                    let block = Block {
+                        rows: (rows.start, rows.end - 1),
+                        cols: (cols.start, cols.end - 1),
+                        row_len,
+                    };
+                    e.set_block("idx", block);
+                }
+                (0..rows.len() * cols.len(), Some((rows, cols)))
+            }
+        };
         emit_targets(&mut e, stored, targets, "idx");
+        // A block maps its threads' `t` to their indices.
+        let flat = block.is_none();
+        let block = block.map_or(String::new(), |(rows, cols)| {
+            format!(
+                "const BLOCK_ROW: u32 = {}u;\nconst BLOCK_COL: u32 = {}u;\n\
+                 const BLOCK_WIDTH: u32 = {}u;\nconst BLOCK_STRIDE: u32 = {row_len}u;",
+                rows.start,
+                cols.start,
+                cols.len()
+            )
+        });
         let copy = |u: usize, checked: bool| {
+            let at = format!("first + {}u", u * WORKGROUP);
+            let (t, idx) = if flat {
+                ("idx", format!("let idx = {at};"))
+            } else {
+                let idx = "let idx = (BLOCK_ROW + t / BLOCK_WIDTH) * BLOCK_STRIDE \
+                           + BLOCK_COL + t % BLOCK_WIDTH;";
+                ("t", format!("let t = {at};\n{idx}"))
+            };
             let body = if checked {
-                format!("if (idx < END) {{\n{}\n}}", e.body)
+                format!("if ({t} < END) {{\n{}\n}}", e.body)
             } else {
                 e.body.clone()
             };
-            format!("{{\nlet idx = first + {}u;\n{body}\n}}\n", u * WORKGROUP)
+            format!("{{\n{idx}\n{body}\n}}\n")
         };
         let wgsl = fill(
             ELEMENTWISE,
             &[
                 ("BINDINGS", &e.declarations()),
+                ("BLOCK", &block),
                 ("START", &range.start.to_string()),
                 ("END", &range.end.to_string()),
                 ("UNROLL", &UNROLL.to_string()),
@@ -800,13 +849,24 @@ fn elementwise_kernels(
         };
         (spec, e.problem)
     };
-    let cut = in_windows(limits, false, |n, _| {
-        let ranges = windows(extent, n);
-        let (kernels, problems): (Vec<_>, Vec<_>) = ranges
-            .iter()
-            .enumerate()
-            .map(|(k, range)| kernel(k, ranges.len(), range))
-            .unzip();
+    let cut = in_windows(limits, true, |cuts, col_cuts| {
+        let (kernels, problems): (Vec<_>, Vec<_>) = if col_cuts == 1 {
+            let ranges = windows(extent, cuts);
+            ranges
+                .iter()
+                .enumerate()
+                .map(|(k, range)| kernel(k, ranges.len(), (range, None)))
+                .unzip()
+        } else {
+            let (row_windows, col_windows) = (windows(rows, cuts), windows(row_len, col_cuts));
+            let n = row_windows.len() * col_windows.len();
+            row_windows
+                .iter()
+                .flat_map(|r| col_windows.iter().map(move |c| (r, Some(c))))
+                .enumerate()
+                .map(|(k, window)| kernel(k, n, window))
+                .unzip()
+        };
         Ok(Cut {
             kernels,
             problem: problems[0],
