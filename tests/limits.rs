@@ -49,8 +49,7 @@ fn few_workgroups_per_dispatch() {
     let g = Graph::new();
     let (x, y) = (g.input("x", [n]), g.input("y", [250, n / 250]));
     let f = (x.reshape([250, n / 250]) * y.exp()).sum() + y.max_axes(&[1], false).sum();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[x, y]));
+    let outputs = with_gradients(f, &[x, y]);
     let mut r = rng(8);
     let data = [
         ("x".into(), sample(&mut r, n, Domain::Any)),
@@ -232,15 +231,13 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
     let g = Graph::new();
     let (x, y, z) = (g.input("x", [n]), g.input("y", [n]), g.input("z", [n]));
     let f = ((x + y) * y.max(z)).sum();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[x, y, z]));
+    let outputs = with_gradients(f, &[x, y, z]);
     let data: Vec<(String, Vec<f64>)> = ["x", "y", "z"]
         .iter()
         .map(|s| (s.to_string(), sample(&mut r, n, Domain::Any)))
         .collect();
-    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "slide, in windows");
-    let p = g.compile(&dev, &outputs).unwrap();
-    assert!(windows(&p.kernels_wgsl(), &WINDOW_STARTS) >= 2);
+    let kernels = check_against_reference(&dev, &g, &outputs, &data, 1e-3, "slide, in windows");
+    assert!(windows(&kernels, &WINDOW_STARTS) >= 2);
     // Rows of a matrix of four parts (row sums, windows of rows), its
     // columns (column sums, windows of each column's fold), and a slice.
     let g = Graph::new();
@@ -249,8 +246,7 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
     let f = m.exp().sum_axes(&[1], false).sin().sum()
         + (m * m).sum_axes(&[0], false).sqrt().sum()
         + m.slice(1, 1, cols).max_axes(&[0, 1], false);
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[m]));
+    let outputs = with_gradients(f, &[m]);
     let data = [("m".into(), sample(&mut r, 300 * cols, Domain::Any))];
     check_against_reference(&dev, &g, &outputs, &data, 1e-3, "rows and columns");
     // A vector of two parts broadcast over rows of a matrix of seven:
@@ -258,8 +254,7 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
     let g = Graph::new();
     let (a, v) = (g.input("a", [5, 20_000]), g.input("v", [20_000]));
     let f = (a * v).tanh().sum();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[a, v]));
+    let outputs = with_gradients(f, &[a, v]);
     let data = [
         ("a".into(), sample(&mut r, 100_000, Domain::Any)),
         ("v".into(), sample(&mut r, 20_000, Domain::Any)),
@@ -271,22 +266,15 @@ fn tensors_needing_more_bindings_than_a_kernel_has_run_in_windows() {
     let g = Graph::new();
     let (x, w) = (g.input("x", [600, 100]), g.input("w", [100, 20]));
     let f = x.matmul(w).tanh().sum();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[x, w]));
+    let outputs = with_gradients(f, &[x, w]);
     let data = [
         ("x".into(), sample(&mut r, 60_000, Domain::Any)),
         ("w".into(), sample(&mut r, 2_000, Domain::Any)),
     ];
-    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a batch times a matrix");
-    let p = g.compile(&dev, &outputs).unwrap();
-    assert!(
-        windows(&p.kernels_wgsl(), &["FIRST_TILE"]) >= 1,
-        "windows of rows"
-    );
-    assert!(
-        windows(&p.kernels_wgsl(), &["K_START"]) >= 1,
-        "windows of the sum"
-    );
+    let kernels =
+        check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a batch times a matrix");
+    assert!(windows(&kernels, &["FIRST_TILE"]) >= 1, "windows of rows");
+    assert!(windows(&kernels, &["K_START"]) >= 1, "windows of the sum");
     // A gradient step on a parameter of seven parts, in place.
     let g = Graph::new();
     let w = g.param("w", [n]);
@@ -310,19 +298,14 @@ fn a_transpose_larger_than_the_bindings_runs_in_blocks() {
     let g = Graph::new();
     let (m, w) = (g.input("m", [256, 256]), g.input("w", [256, 256]));
     let f = (m.transpose() * w).tanh().sum() + m.transpose().sum_axes(&[1], false).sin().sum();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[m, w]));
+    let outputs = with_gradients(f, &[m, w]);
     let mut r = rng(31);
     let data = [
         ("m".into(), sample(&mut r, 65_536, Domain::Any)),
         ("w".into(), sample(&mut r, 65_536, Domain::Any)),
     ];
-    check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a transpose in blocks");
-    let p = g.compile(&dev, &outputs).unwrap();
-    assert!(
-        windows(&p.kernels_wgsl(), &["BLOCK_COL"]) >= 1,
-        "blocks of columns"
-    );
+    let kernels = check_against_reference(&dev, &g, &outputs, &data, 1e-3, "a transpose in blocks");
+    assert!(windows(&kernels, &["BLOCK_COL"]) >= 1, "blocks of columns");
 }
 
 #[test]

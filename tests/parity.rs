@@ -18,8 +18,7 @@ fn a_sum_of_2_pow_20_terms_matches_the_cpu() {
     let g = Graph::new();
     let (x, y, z) = (g.input("x", [n]), g.input("y", [n]), g.input("z", [n]));
     let f = ((x + y) * y.max(z)).sum();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[x, y, z]));
+    let outputs = with_gradients(f, &[x, y, z]);
     let mut r = rng(3);
     let data: Vec<(String, Vec<f64>)> = ["x", "y", "z"]
         .iter()
@@ -45,8 +44,7 @@ fn the_same_run_twice_gives_identical_bits() {
     let g = Graph::new();
     let (x, y) = (g.input("x", [n]), g.input("y", [n]));
     let f = (x.sin() * y + x.square()).sum() + (x * y).max_all();
-    let mut outputs = vec![f];
-    outputs.extend(g.grad(f, &[x, y]));
+    let outputs = with_gradients(f, &[x, y]);
     let mut r = rng(4);
     let (xs, ys) = (
         sample(&mut r, n, Domain::Any),

@@ -326,7 +326,7 @@ fn run_on_both(
     extra: &[Var],
     data: &[(String, Vec<f64>)],
     what: &str,
-) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<String>) {
     let data = as_f32(data);
     let feeds = view(&data);
     let mut p = g
@@ -336,11 +336,12 @@ fn run_on_both(
     let mut reference = g
         .compile(&Device::cpu(), &[outputs, extra].concat())
         .unwrap();
-    (got, reference.run(&feeds).unwrap())
+    (got, reference.run(&feeds).unwrap(), p.kernels_wgsl())
 }
 
 /// Run `outputs` on `device` and on the f64 reference with `data`, and
-/// assert they agree to `tol`.
+/// assert they agree to `tol`; the device program's kernels (WGSL; none
+/// on the CPU), for a test to look at what ran.
 pub fn check_against_reference(
     device: &Device,
     g: &Graph,
@@ -348,9 +349,17 @@ pub fn check_against_reference(
     data: &[(String, Vec<f64>)],
     tol: f64,
     what: &str,
-) {
-    let (got, want) = run_on_both(device, g, outputs, &[], data, what);
+) -> Vec<String> {
+    let (got, want, kernels) = run_on_both(device, g, outputs, &[], data, what);
     assert_close(what, &got, &want, tol);
+    kernels
+}
+
+/// `f` and its gradients with respect to `wrt`.
+pub fn with_gradients<'g>(f: Var<'g>, wrt: &[Var<'g>]) -> Vec<Var<'g>> {
+    let mut outputs = vec![f];
+    outputs.extend(f.graph().grad(f, wrt));
+    outputs
 }
 
 /// `check_against_reference` for sums whose terms cancel: output `k`'s
@@ -367,7 +376,7 @@ pub fn check_sums_against_reference(
     tol: f64,
     what: &str,
 ) {
-    let (got, mut want) = run_on_both(device, g, outputs, scales, data, what);
+    let (got, mut want, _) = run_on_both(device, g, outputs, scales, data, what);
     let scales = want.split_off(outputs.len());
     for (k, ((g, w), s)) in got.iter().zip(&want).zip(&scales).enumerate() {
         for (i, ((&g, &w), &s)) in g.iter().zip(w).zip(s).enumerate() {
