@@ -666,8 +666,9 @@ impl Cut {
 }
 
 /// The fewest dispatches of a kernel whose bindings fit the device.
-/// `build(s, f)` builds the kernel with its slots (outputs, or elements)
-/// cut into at most `s` windows and each fold (where it has one) into at
+/// `build(s, f)` builds the kernel with its slots (elements or rows,
+/// outputs, rows of tiles) cut into at most `s` windows and each fold (a
+/// reduction's, a product's k; an element-wise kernel's columns) into at
 /// most `f`. Tried: the whole range, then 2, 4, 8, … windows of the slots;
 /// where `cut_folds`, of each fold, then of both (a column sum of a large
 /// matrix needs both). Each way of cutting goes on up to `MAX_WINDOWS`
