@@ -7,12 +7,15 @@
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
+//!     [--no-subgroups]
 //!
 //! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and
 //! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
 //! `reference` the f64 interpreter. `--max-storage-binding` and
 //! `--max-storage-buffers` plan the GPU programs for smaller limits than the
-//! adapter's (the windows a device with small bindings needs). `--kernels` adds each GPU kernel's own
+//! adapter's (the windows a device with small bindings needs);
+//! `--no-subgroups` plans them without subgroup operations (as for an adapter
+//! without them). `--kernels` adds each GPU kernel's own
 //! time (timestamps; the median of `--reps` timed runs after the others)
 //! and bandwidth.
 //!
@@ -74,10 +77,11 @@ fn parse() -> Result<Args> {
             "--max-storage-buffers" => a.gpu.max_storage_buffers = Some(value()?.parse()?),
             "--json" => a.json = true,
             "--kernels" => a.kernels = true,
+            "--no-subgroups" => a.gpu.no_subgroups = true,
             "--bench" => {} // passed by `cargo bench`-style runners
             "--help" | "-h" => {
                 // The module comment's usage lines.
-                let usage = include_str!("bench.rs").lines().skip(5).take(3);
+                let usage = include_str!("bench.rs").lines().skip(5).take(4);
                 usage.for_each(|l| println!("{}", l.trim_start_matches("//! ")));
                 std::process::exit(0);
             }

@@ -240,3 +240,46 @@ fn long_sums_and_maxima_with_a_partial_last_tile_match_the_cpu() {
         assert_close(&format!("n = {n}"), &got, &want, 1e-5);
     }
 }
+
+#[test]
+fn rows_folded_by_subgroups_and_by_workgroup_trees_match_the_cpu() {
+    // A row fold and a column fold that uses it, in one pass: by subgroup
+    // operations where the adapter has them, by workgroup trees where it
+    // has not (or they are turned off). Row lengths that no subgroup size
+    // divides, one lane's worth, and many; sums, maxima and minima.
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    let trees = Device::gpu_with(&wgrad::GpuOptions {
+        no_subgroups: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let has_subgroups = gpu.describe().contains("subgroups");
+    for (rows, d) in [(300, 200), (1000, 3), (77, 256), (4099, 33)] {
+        let g = Graph::new();
+        let x = g.input("x", [rows, d]);
+        let w = g.input("w", [d]);
+        let z = (x * w.broadcast_to([rows, d])).sum_axes(&[1], true);
+        let top = x.max_axes(&[1], true);
+        let low = x.min_axes(&[1], true);
+        let outputs = [
+            z,
+            (x * z.tanh()).sum_axes(&[0], false),
+            (x - top).exp().max_axes(&[0], false),
+            (x * low).min_axes(&[0], false),
+        ];
+        let mut r = rng((rows * d) as u64);
+        let data = [
+            ("x".to_string(), sample(&mut r, rows * d, Domain::Any)),
+            ("w".to_string(), sample(&mut r, d, Domain::Any)),
+        ];
+        for (device, subgroups) in [(&gpu, has_subgroups), (&trees, false)] {
+            let what = format!("{rows}x{d} on {}", device.describe());
+            let kernels = check_against_reference(device, &g, &outputs, &data, 1e-3, &what);
+            for op in ["subgroupAdd", "subgroupMax", "subgroupMin"] {
+                let used = kernels.iter().any(|k| k.contains(op));
+                assert_eq!(used, subgroups, "{what}: {op} used: {used}");
+            }
+        }
+    }
+}

@@ -108,7 +108,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// Bounds on the index expression `idx`: a variable with a range, or a literal.
-    fn range_of(&self, idx: &str) -> Option<(usize, usize)> {
+    pub fn range_of(&self, idx: &str) -> Option<(usize, usize)> {
         if let Some(&r) = self.ranges.get(idx) {
             return Some(r);
         }
@@ -540,10 +540,14 @@ pub(crate) fn validate(source: &str) -> crate::Result<()> {
     };
     let module =
         naga::front::wgsl::parse_str(source).map_err(|e| invalid(e.emit_to_string(source)))?;
+    // Subgroup operations are allowed here; the planner writes them only
+    // for a device that has them.
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
+        naga::valid::Capabilities::default() | naga::valid::Capabilities::SUBGROUP,
     )
+    .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+    .subgroup_operations(naga::valid::SubgroupOperationSet::all())
     .validate(&module)
     .map_err(|e| invalid(e.emit_to_string(source)))?;
     Ok(())

@@ -15,6 +15,9 @@ pub struct GpuLimits {
     pub max_workgroups: u32,
     /// Most storage buffers one kernel may bind.
     pub max_storage_buffers: u32,
+    /// The smallest subgroup the adapter runs, where kernels may use
+    /// subgroup operations (`None`: they may not).
+    pub min_subgroup_size: Option<u32>,
 }
 
 impl Default for GpuLimits {
@@ -26,6 +29,7 @@ impl Default for GpuLimits {
             max_buffer: l.max_buffer_size,
             max_workgroups: l.max_compute_workgroups_per_dimension,
             max_storage_buffers: l.max_storage_buffers_per_shader_stage,
+            min_subgroup_size: None,
         }
     }
 }
@@ -40,6 +44,9 @@ pub struct GpuOptions {
     pub max_workgroups: Option<u32>,
     /// Plan for fewer storage buffers per kernel than the adapter allows.
     pub max_storage_buffers: Option<u32>,
+    /// Plan without subgroup operations even where the adapter has them
+    /// (tests and the bench compare the two ways).
+    pub no_subgroups: bool,
 }
 
 /// An open wgpu device and what wgrad knows about it.
@@ -110,7 +117,17 @@ impl GpuContext {
         let adapter_limits = adapter.limits();
         // Timestamps, where the adapter has them, time each kernel
         // (`Program::kernel_times`); runs never write them.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Subgroup operations, where the adapter has them, let a kernel fold
+        // across a subgroup without workgroup barriers.
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && !options.no_subgroups
+            && info.subgroup_min_size >= 1;
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY
+            | if subgroups {
+                wgpu::Features::SUBGROUP
+            } else {
+                wgpu::Features::empty()
+            };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgrad"),
             required_features: features,
@@ -140,6 +157,7 @@ impl GpuContext {
                 .map_or(adapter_limits.max_storage_buffers_per_shader_stage, |m| {
                     m.min(adapter_limits.max_storage_buffers_per_shader_stage)
                 }),
+            min_subgroup_size: subgroups.then_some(info.subgroup_min_size),
         };
         log::info!(
             "wgrad: using {:?} {:?} '{}'",
@@ -155,10 +173,15 @@ impl GpuContext {
         }))
     }
 
-    /// "Vulkan DiscreteGpu 'NVIDIA H100 80GB HBM3'", for people.
+    /// "Vulkan DiscreteGpu 'NVIDIA H100 80GB HBM3', subgroups of 32+ lanes",
+    /// for people.
     pub fn describe(&self) -> String {
+        let subgroups = match self.limits.min_subgroup_size {
+            Some(size) => format!(", subgroups of {size}+ lanes"),
+            None => String::new(),
+        };
         format!(
-            "{:?} {:?} '{}'",
+            "{:?} {:?} '{}'{subgroups}",
             self.info.backend, self.info.device_type, self.info.name
         )
     }

@@ -35,6 +35,7 @@ use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, BinaryOp, Op, ReduceOp};
 use crate::shape::{Shape, StridedMap};
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::ops::Range;
 
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
@@ -42,6 +43,7 @@ const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const REDUCE_SHORT: &str = include_str!("../../../shaders/reduce_short.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
+const ROWCOL_SUBGROUP: &str = include_str!("../../../shaders/rowcol_subgroup.wgsl");
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
 /// Row-then-column fusion takes rows in blocks of about this many elements
@@ -52,6 +54,9 @@ const ROW_LOADS: usize = 32;
 const MAX_ROWS_AT_ONCE: usize = 8;
 /// Row-then-column fusion keeps a row's columns in registers, this many per thread at most.
 const MAX_COLS_PER_THREAD: usize = 16;
+/// With subgroup operations, each lane keeps this many of a row's columns
+/// (and as many loaded elements) in registers at most.
+const MAX_COLS_PER_LANE: usize = 32;
 const WORKGROUP: usize = 256;
 /// Element-wise kernels take this many elements per thread at once (their
 /// loads in flight together). On an H100, 4 rather than 1 made the
@@ -1655,6 +1660,115 @@ impl RowColFolds {
     }
 }
 
+/// The folds of `shaders/rowcol_subgroup.wgsl`: lane `lane` of a subgroup
+/// takes the row elements lane + j·sg_size, j < `cols`.
+struct LaneFolds {
+    cols: usize,
+    /// How many subgroups a workgroup has at most (of the smallest size).
+    max_subgroups: usize,
+    /// WGSL: a row's first source index, in `slot`.
+    slot: String,
+    /// The source offset of a row element.
+    offset: StridedMap,
+    /// The nodes, and their buffers, that both operands read at their own
+    /// index: loaded once per element, for both folds.
+    shared: Vec<(NodeId, BufId)>,
+}
+
+impl LaneFolds {
+    /// The row's fold: each lane's elements into `acc`, then the
+    /// subgroup's fold of `acc` into `total`. Loads the shared nodes.
+    fn row(&self, e: &mut Emitter, o: NodeId, op: ReduceOp) -> String {
+        let mut s = format!("var acc: f32 = {};\n", f32_literal(op.identity()));
+        for j in 0..self.cols {
+            let idx = format!("idx{j}");
+            if let Some((lo, hi)) = e.range_of("idx") {
+                e.set_range(&idx, lo, hi);
+            }
+            let offset = strided_expr(&self.offset, &format!("r{j}"));
+            let _ = write!(
+                s,
+                "let keep{j} = row_kept && lane + {j}u * sg_size < ROW_LEN;\n\
+                 let r{j} = min(lane + {j}u * sg_size, ROW_LEN - 1u);\n\
+                 let {idx}: u32 = {} + {offset};\n",
+                self.slot
+            );
+            for &(n, buf) in &self.shared {
+                let x = e.load(buf, &idx);
+                let _ = writeln!(s, "let x{j}_{}: f32 = {x};", n.index());
+            }
+            s += &self.fold(e, j, o, op, "acc");
+        }
+        let subgroup_fold = match op {
+            ReduceOp::Sum => "subgroupAdd",
+            ReduceOp::Max => "subgroupMax",
+            ReduceOp::Min => "subgroupMin",
+        };
+        s + &format!("let total = {subgroup_fold}(acc);\n")
+    }
+
+    /// Lane element `j` of `o` folded into `acc`, the shared nodes read from
+    /// their registers.
+    fn fold(&self, e: &mut Emitter, j: usize, o: NodeId, op: ReduceOp, acc: &str) -> String {
+        for &(n, _) in &self.shared {
+            e.preset(n, "idx", &format!("x{j}_{}", n.index()));
+        }
+        let value = e.value(o, "idx");
+        let body = e.take_body();
+        let identity = f32_literal(op.identity());
+        let combine = op.wgsl(acc, &format!("select({identity}, {value}, keep{j})"));
+        format!("{{\nlet idx = idx{j};\n{body}{acc} = {combine};\n}}\n")
+    }
+
+    /// `per_row` once (the row's result in `total`), then each lane
+    /// element's column fold.
+    fn columns(&self, e: &mut Emitter, o: NodeId, op: ReduceOp, per_row: &str) -> String {
+        let folds: String = (0..self.cols)
+            .map(|j| self.fold(e, j, o, op, &format!("col{j}")))
+            .collect();
+        format!("{per_row}{folds}")
+    }
+
+    fn declare_cols(&self, op: ReduceOp) -> String {
+        let identity = f32_literal(op.identity());
+        (0..self.cols)
+            .map(|j| format!("var col{j}: f32 = {identity};\n"))
+            .collect()
+    }
+
+    /// Subgroup `s`'s columns folded into `scratch` (the first's stored).
+    fn scratch(&self, op: ReduceOp) -> String {
+        (0..self.cols)
+            .map(|j| {
+                format!(
+                    "{{\nlet c = lane + {j}u * sg_size;\nif (c < ROW_LEN) {{\nif (s == 0u) {{\nscratch[c] = col{j};\n}} else {{\nscratch[c] = {};\n}}\n}}\n}}\n",
+                    op.wgsl("scratch[c]", &format!("col{j}"))
+                )
+            })
+            .collect()
+    }
+}
+
+/// The stored nodes `id` reads at its own flat index, through element-wise
+/// ops and reshapes.
+fn direct_loads(id: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>, out: &mut Vec<NodeId>) {
+    if loads.contains_key(&id) {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+        return;
+    }
+    let node = &nodes[id.index()];
+    if matches!(
+        node.op,
+        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape
+    ) {
+        for &j in &node.inputs {
+            direct_loads(j, nodes, loads, out);
+        }
+    }
+}
+
 /// The broadcasts over `shape` of one value per row (of the row
 /// reduction's kept-dims shape `rows`) that `id` reads at its own index,
 /// through element-wise ops: each is one value over a row, at the row's
@@ -1733,6 +1847,30 @@ fn rowcol(
         slot: strided_expr(&base, "slot"),
         offset: strided_expr(&offset, "r"),
     };
+    // With subgroup operations, a subgroup folds a row without barriers,
+    // where each lane's share of a row fits its registers.
+    let lanes = limits
+        .min_subgroup_size
+        .map(|size| size as usize)
+        .filter(|&size| row_len.div_ceil(size) <= MAX_COLS_PER_LANE && size <= WORKGROUP)
+        .map(|size| {
+            let mut shared = Vec::new();
+            let (mut in1, mut in2) = (Vec::new(), Vec::new());
+            direct_loads(o1, nodes, loads, &mut in1);
+            direct_loads(o2, nodes, loads, &mut in2);
+            for n in in1 {
+                if in2.contains(&n) {
+                    shared.push((n, loads[&n]));
+                }
+            }
+            LaneFolds {
+                cols: row_len.div_ceil(size),
+                max_subgroups: WORKGROUP / size,
+                slot: folds.slot.clone(),
+                offset: offset.clone(),
+                shared,
+            }
+        });
     let planned = buffers.len();
     // The buffer of column partials the last cut built, and how many groups
     // (of all its windows together) wrote them.
@@ -1763,8 +1901,14 @@ fn rowcol(
                 let first = k * groups * row_len;
                 e.set_range(&at, first, first + groups * row_len - 1);
             }
-            let value1 = e.value(o1, "idx");
-            let body1 = e.take_body();
+            let row = match &lanes {
+                Some(l) => l.row(&mut e, o1, *op1),
+                None => {
+                    let value1 = e.value(o1, "idx");
+                    let body1 = e.take_body();
+                    folds.rows(*op1, &body1, &value1)
+                }
+            };
             let store1 = e.store_statement(r1.buf, "slot", "total");
             let tail1 = emit_epilogue(&mut e, loads, r1.node, epilogue1);
             e.substitute(r1.node, "total");
@@ -1778,32 +1922,61 @@ fn rowcol(
                 e.substitute(h, &v);
             }
             let per_row = e.take_body();
-            let value2 = e.value(o2, "idx");
-            let body2 = e.take_body();
+            let columns = match &lanes {
+                Some(l) => l.columns(&mut e, o2, *op2, &per_row),
+                None => {
+                    let value2 = e.value(o2, "idx");
+                    let body2 = e.take_body();
+                    folds.columns(*op2, &per_row, &body2, &value2)
+                }
+            };
             let store_partial = e.store_statement(partial, &at, "value");
             problem = problem.or(e.problem);
-            let wgsl = fill(
-                ROWCOL,
-                &[
-                    ("BINDINGS", &e.declarations()),
-                    ("ROW_START", &window.start.to_string()),
-                    ("ROW_END", &window.end.to_string()),
-                    ("ROW_LEN", &row_len.to_string()),
-                    ("GROUPS", &groups.to_string()),
-                    ("TREE", TREE),
-                    ("TREE_N", &folds.rows_at_once.to_string()),
-                    ("TREE_COMBINE", &op1.wgsl("scratch[k]", "scratch[k + s]")),
-                    ("COLS", &folds.declare_cols(*op2)),
-                    ("ROW_FOLDS", &folds.rows(*op1, &body1, &value1)),
-                    ("ACCS", &folds.accs()),
-                    ("STORES", &folds.stores(&format!("{store1}\n{tail1}"))),
-                    (
-                        "COLUMN_FOLDS",
-                        &folds.columns(*op2, &per_row, &body2, &value2),
-                    ),
-                    ("STORE_PARTIALS", &folds.store_partials(&store_partial)),
-                ],
-            );
+            let (start, end) = (window.start.to_string(), window.end.to_string());
+            let row_len_text = row_len.to_string();
+            let groups_text = groups.to_string();
+            let common = [
+                ("BINDINGS", e.declarations()),
+                ("ROW_START", start),
+                ("ROW_END", end),
+                ("ROW_LEN", row_len_text),
+                ("GROUPS", groups_text),
+                ("COLUMN_FOLDS", columns),
+            ];
+            let stores = format!("{store1}\n{tail1}");
+            let specific = match &lanes {
+                Some(l) => [
+                    ("MAX_SUBGROUPS", l.max_subgroups.to_string()),
+                    ("COLS", l.declare_cols(*op2)),
+                    ("ROW", row),
+                    ("SCRATCH", l.scratch(*op2)),
+                    ("STORES", stores),
+                    ("STORE_PARTIALS", store_partial),
+                ]
+                .to_vec(),
+                None => [
+                    ("TREE", TREE.to_string()),
+                    ("TREE_N", folds.rows_at_once.to_string()),
+                    ("TREE_COMBINE", op1.wgsl("scratch[k]", "scratch[k + s]")),
+                    ("COLS", folds.declare_cols(*op2)),
+                    ("ROW_FOLDS", row),
+                    ("ACCS", folds.accs()),
+                    ("STORES", folds.stores(&stores)),
+                    ("STORE_PARTIALS", folds.store_partials(&store_partial)),
+                ]
+                .to_vec(),
+            };
+            let holes: Vec<(&str, &str)> = common
+                .iter()
+                .chain(&specific)
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect();
+            let template = if lanes.is_some() {
+                ROWCOL_SUBGROUP
+            } else {
+                ROWCOL
+            };
+            let wgsl = fill(template, &holes);
             kernels.push(KernelSpec {
                 label: window_label(&label, k, row_windows.len()),
                 wgsl,
