@@ -283,3 +283,76 @@ fn rows_folded_by_subgroups_and_by_workgroup_trees_match_the_cpu() {
         }
     }
 }
+
+#[test]
+fn kernels_over_vec4s_match_the_cpu() {
+    // Tensors read or written at a kernel's own index move as vec4s:
+    // lengths that end in a partial vec4 (and one shorter than a vec4),
+    // neighbours read from a vec4's lanes or (first and last lanes) from
+    // memory, row sums of whole vec4s and of rows that are not.
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    for n in [4099usize, 1 << 12, 3] {
+        let g = Graph::new();
+        let (x, y, z) = (g.input("x", [n]), g.input("y", [n]), g.input("z", [n]));
+        let f = ((x + y) * y.max(z)).sum();
+        let mut r = rng(n as u64);
+        let data: Vec<(String, Vec<f64>)> = ["x", "y", "z"]
+            .iter()
+            .map(|name| (name.to_string(), sample(&mut r, n, Domain::Positive)))
+            .collect();
+        let what = format!("seed, n = {n}");
+        let kernels =
+            check_against_reference(&gpu, &g, &with_gradients(f, &[x, y, z]), &data, 1e-4, &what);
+        // (A sum of 3 takes one thread, with no vec4s.)
+        assert_eq!(
+            kernels.iter().any(|k| k.contains("vec4<f32>")),
+            n > 3,
+            "{what}"
+        );
+
+        let g = Graph::new();
+        let w = g.param("w", [n]);
+        let loss = rosenbrock(w);
+        let dw = g.grad(loss, &[w])[0];
+        let updates = [(w, w - 1e-4 * dw)];
+        steps_match_reference(&gpu, &g, loss, &updates, &start(n as u64, n), 3);
+        let p = g.compile_with_updates(&gpu, &[], &updates).unwrap();
+        assert!(
+            p.kernels_wgsl().iter().any(|k| k.contains("vec4<f32>")),
+            "rosenbrock, n = {n}"
+        );
+    }
+    // A sum whose last vec4 is cut by its end, where the elements past the
+    // end are not zeros: x has one more element than the sum takes.
+    let n = 4099;
+    let g = Graph::new();
+    let (x, y) = (g.input("x", [n + 1]), g.input("y", [n]));
+    let s = (x.slice(0, 0, n) + y).sum();
+    let mut r = rng(5);
+    let mut xs = sample(&mut r, n + 1, Domain::Positive);
+    xs[n] = 1000.0;
+    let data = [
+        ("x".to_string(), xs),
+        ("y".to_string(), sample(&mut r, n, Domain::Positive)),
+    ];
+    let kernels = check_against_reference(&gpu, &g, &[s], &data, 1e-4, "a sum cut inside a vec4");
+    assert!(kernels.iter().any(|k| k.contains("vec4<f32>")));
+    for (rows, d) in [(30, 4100), (30, 4102)] {
+        let g = Graph::new();
+        let x = g.input("x", [rows, d]);
+        let sums = (x * x).sum_axes(&[1], false);
+        let data = [(
+            "x".to_string(),
+            sample(&mut rng(d as u64), rows * d, Domain::Any),
+        )];
+        check_against_reference(
+            &gpu,
+            &g,
+            &[sums],
+            &data,
+            1e-4,
+            &format!("{rows}x{d} row sums"),
+        );
+    }
+}

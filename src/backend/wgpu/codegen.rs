@@ -56,6 +56,11 @@ pub(crate) struct Emitter<'a> {
     indent: usize,
     memo: HashMap<(NodeId, String), String>,
     index_memo: HashMap<String, String>,
+    /// Index names known to be another index plus a constant.
+    offsets: HashMap<String, (String, i64)>,
+    /// Per buffer, the vec4 holding its elements 4q..4q+3 and which of them
+    /// is at `idx` (a lane of `shaders/elementwise_vec.wgsl`).
+    lane: HashMap<BufId, (String, usize)>,
     indices_seen: HashMap<NodeId, HashSet<String>>,
     /// Nodes whose value at whatever index is reached is a known expression.
     substitutes: HashMap<NodeId, String>,
@@ -82,6 +87,8 @@ impl<'a> Emitter<'a> {
             indent,
             memo: HashMap::new(),
             index_memo: HashMap::new(),
+            offsets: HashMap::new(),
+            lane: HashMap::new(),
             indices_seen: HashMap::new(),
             substitutes: HashMap::new(),
             problem: None,
@@ -116,30 +123,85 @@ impl<'a> Emitter<'a> {
         Some((v, v))
     }
 
-    /// Note an access to `buf` at `idx`: the elements it can reach (all of
-    /// them where `idx` is not bounded).
-    fn use_buffer(&mut self, buf: BufId, write: bool, idx: &str) {
+    /// Note an access to `buf` at `idx` (of vec4s where `vec`): the
+    /// elements it can reach (all of them where `idx` is not bounded).
+    fn use_buffer(&mut self, buf: BufId, write: bool, idx: &str, vec: bool) {
         let numel = self.layout.buffers[buf].numel;
+        let width = if vec { 4 } else { 1 };
         let reach = match self.range_of(idx) {
             // Within the buffer (which has at least one part, even empty).
             Some((lo, hi)) => {
-                let start = lo.min(numel.saturating_sub(1));
-                start..(hi + 1).min(numel).max(start)
+                let start = (lo * width).min(numel.saturating_sub(1));
+                start..((hi + 1) * width).min(numel).max(start)
             }
             None => 0..numel,
         };
-        match self.used.iter_mut().find(|u| u.buf == buf) {
+        match self.used.iter_mut().find(|u| u.buf == buf && u.vec == vec) {
             Some(u) => {
                 u.write |= write;
                 u.reach = u.reach.start.min(reach.start)..u.reach.end.max(reach.end);
             }
-            None => self.used.push(Use { buf, write, reach }),
+            None => self.used.push(Use {
+                buf,
+                vec,
+                write,
+                reach,
+            }),
         }
+    }
+
+    /// An expression loading vec4 `q` (elements 4q..4q+3) of buffer `buf`,
+    /// which must be one binding.
+    pub fn load_vec(&mut self, buf: BufId, q: &str) -> String {
+        self.use_buffer(buf, false, q, true);
+        format!("t{buf}v[{q}]")
+    }
+
+    /// A statement storing the vec4 `value` into vec4 `q` of buffer `buf`,
+    /// or (with `lane`) its component `lane` alone.
+    pub fn store_vec_statement(
+        &mut self,
+        buf: BufId,
+        q: &str,
+        value: &str,
+        lane: Option<usize>,
+    ) -> String {
+        self.use_buffer(buf, true, q, true);
+        match lane {
+            Some(j) => format!("t{buf}v[{q}][{j}u] = {value}[{j}u];"),
+            None => format!("t{buf}v[{q}] = {value};"),
+        }
+    }
+
+    /// The buffers this kernel binds both as f32s and as vec4s and writes:
+    /// one dispatch may not write a buffer through one binding while it
+    /// reads it through another.
+    pub fn written_through_two_views(&self) -> Vec<BufId> {
+        self.used
+            .iter()
+            .filter(|u| {
+                let other = self.used.iter().find(|o| o.buf == u.buf && o.vec != u.vec);
+                other.is_some_and(|o| o.write || u.write)
+            })
+            .map(|u| u.buf)
+            .collect()
     }
 
     /// An expression loading element `idx` of buffer `buf`.
     pub fn load(&mut self, buf: BufId, idx: &str) -> String {
-        self.use_buffer(buf, false, idx);
+        if let Some((vector, lane)) = self.lane.get(&buf) {
+            let at = match self.offsets.get(idx) {
+                Some((base, k)) => Some((base.as_str(), *k)),
+                None => Some((idx, 0)),
+            };
+            if let Some(("idx", k)) = at {
+                let j = *lane as i64 + k;
+                if (0..4).contains(&j) {
+                    return format!("{vector}[{j}u]");
+                }
+            }
+        }
+        self.use_buffer(buf, false, idx, false);
         if self.layout.parts(buf) == 1 {
             format!("t{buf}[{idx}]")
         } else {
@@ -149,7 +211,7 @@ impl<'a> Emitter<'a> {
 
     /// A statement storing `value` into element `idx` of buffer `buf`.
     pub fn store_statement(&mut self, buf: BufId, idx: &str, value: &str) -> String {
-        self.use_buffer(buf, true, idx);
+        self.use_buffer(buf, true, idx, false);
         if self.layout.parts(buf) == 1 {
             format!("t{buf}[{idx}] = {value};")
         } else {
@@ -161,13 +223,18 @@ impl<'a> Emitter<'a> {
     /// can reach.
     pub fn bindings(&self) -> Vec<Binding> {
         let chunk = self.layout.chunk;
+        let len = |r: &Range<usize>| r.end.saturating_sub(r.start);
+        let meet = |a: &Range<usize>, b: &Range<usize>| a.start.max(b.start)..a.end.min(b.end);
         self.used
             .iter()
-            .flat_map(|u| {
+            .enumerate()
+            .flat_map(|(i, u)| {
+                // A buffer bound twice (as f32s and as vec4s) moves the
+                // elements both views reach once: the second counts the rest.
+                let seen = self.used[..i].iter().find(|o| o.buf == u.buf);
                 u.parts(chunk).map(move |part| {
-                    let part_elements = part * chunk..(part + 1) * chunk;
-                    let reached = u.reach.end.min(part_elements.end)
-                        - u.reach.start.max(part_elements.start).min(u.reach.end);
+                    let here = meet(&u.reach, &(part * chunk..(part + 1) * chunk));
+                    let reached = len(&here) - seen.map_or(0, |o| len(&meet(&here, &o.reach)));
                     Binding {
                         buf: u.buf,
                         part,
@@ -204,18 +271,72 @@ impl<'a> Emitter<'a> {
     pub fn take_body(&mut self) -> String {
         self.memo.clear();
         self.index_memo.clear();
+        self.offsets.clear();
         std::mem::take(&mut self.body)
     }
 
+    /// `take_body` for a body that repeats the one before at other indices
+    /// (a vec4's lanes): the indices each node is needed at count afresh,
+    /// since the lanes name the same indices differently.
+    pub fn take_lane(&mut self) -> String {
+        self.indices_seen.clear();
+        self.take_body()
+    }
+
     /// A name for the u32 index expression `expr` (shared when repeated).
+    /// An index that is another plus a constant is written as its base
+    /// plus the sum of the constants, so that equal indices get one name
+    /// (and one load): a shifted slice of a shifted slice, read back at
+    /// the kernel's own index, is `idx`.
     pub fn index(&mut self, expr: String) -> String {
+        if is_identifier(&expr) {
+            return expr;
+        }
+        let (expr, base_offset) = match self.offset_of(&expr) {
+            Some((base, 0)) => return base,
+            Some((base, k)) if k > 0 => (format!("{base} + {k}u"), Some((base, k))),
+            Some((base, k)) => (format!("{base} - {}u", -k), Some((base, k))),
+            None => (expr, None),
+        };
         if let Some(v) = self.index_memo.get(&expr) {
             return v.clone();
         }
         let v = self.fresh("i");
         self.line(&format!("let {v}: u32 = {expr};"));
         self.index_memo.insert(expr, v.clone());
+        if let Some(bo) = base_offset {
+            self.offsets.insert(v.clone(), bo);
+        }
         v
+    }
+
+    /// `expr` as (base index, constant) where it is `name ± c`.
+    fn offset_of(&self, expr: &str) -> Option<(String, i64)> {
+        let (name, sign, c) = match expr.split_once(" + ") {
+            Some((n, c)) => (n, 1, c),
+            None => {
+                let (n, c) = expr.split_once(" - ")?;
+                (n, -1, c)
+            }
+        };
+        let c: i64 = c.strip_suffix('u')?.parse().ok()?;
+        if !is_identifier(name) {
+            return None;
+        }
+        Some(match self.offsets.get(name) {
+            Some((base, k)) => (base.clone(), k + sign * c),
+            None => (name.to_string(), sign * c),
+        })
+    }
+
+    /// Let loads of each buffer in `vectors` (buffer, vec4 name) at `idx`
+    /// plus a constant that stays within the vec4 read lane `lane + c` of
+    /// it (no lanes: loads read their buffers).
+    pub fn set_lane(&mut self, lane: usize, vectors: &[(BufId, String)]) {
+        self.lane = vectors
+            .iter()
+            .map(|(b, name)| (*b, (name.clone(), lane)))
+            .collect();
     }
 
     /// Store `value` into element `idx` of buffer `buf`.
@@ -339,9 +460,24 @@ impl<'a> Emitter<'a> {
             None => self.range_of(idx).map(|(lo, hi)| m.source_range(lo, hi)),
         };
         if let Some(bounds) = bounds {
-            self.ranges.insert(v.clone(), bounds);
+            self.bound(&v, bounds);
         }
         v
+    }
+
+    /// Bound the index `name` by `bounds`, and by those it had: an index
+    /// written as an existing one (`idx` for `idx - 1u + 1u`) may be bounded
+    /// both ways. Inside a pad's branch the bounds can be narrower than
+    /// outside: `pad` puts the ranges back as they were after the branch.
+    fn bound(&mut self, name: &str, (lo, hi): (usize, usize)) {
+        let b = match self.ranges.get(name) {
+            // Disjoint bounds: the code is never reached (a pad's branch that
+            // this window never takes); either bound will do.
+            Some(&(l, h)) if l.max(lo) > h.min(hi) => (l, h),
+            Some(&(l, h)) => (l.max(lo), h.min(hi)),
+            None => (lo, hi),
+        };
+        self.ranges.insert(name.to_string(), b);
     }
 
     /// Pad: the source's value where the output index falls inside it, else 0.
@@ -358,24 +494,41 @@ impl<'a> Emitter<'a> {
     ) -> String {
         let inner: usize = out.0[axis + 1..].iter().product();
         let (len, out_len) = (in_shape.0[axis], out.0[axis]);
-        let a = self.index(format!("({idx} / {inner}u) % {out_len}u"));
+        // Where the index stays below one block of the padded axis, its
+        // outer axes are 0 and the division's remainder is the quotient.
+        let one_block = self
+            .range_of(idx)
+            .is_some_and(|(_, hi)| hi < out_len * inner);
+        let (a, s) = if inner == 1 && one_block {
+            (idx.to_string(), format!("{idx} - {before}u"))
+        } else {
+            (
+                format!("({idx} / {inner}u) % {out_len}u"),
+                format!(
+                    "({idx} / {}u) * {}u + ({{a}} - {before}u) * {inner}u + {idx} % {inner}u",
+                    out_len * inner,
+                    len * inner
+                ),
+            )
+        };
+        let a = self.index(a);
         let v = self.fresh("v");
         self.line(&format!("var {v}: f32 = 0.0;"));
         self.line(&format!(
             "if ({a} >= {before}u && {a} < {}u) {{",
             before + len
         ));
-        let (memo, index_memo) = (self.memo.clone(), self.index_memo.clone());
-        self.indent += 1;
-        let s = format!(
-            "({idx} / {}u) * {}u + ({a} - {before}u) * {inner}u + {idx} % {inner}u",
-            out_len * inner,
-            len * inner
+        let (memo, index_memo, offsets, ranges) = (
+            self.memo.clone(),
+            self.index_memo.clone(),
+            self.offsets.clone(),
+            self.ranges.clone(),
         );
-        let s = self.index(s);
+        self.indent += 1;
+        let s = self.index(s.replace("{a}", &a));
         if let Some((lo, hi)) = self.range_of(idx) {
             let map = PadMap::new(&in_shape, axis, before, out_len);
-            self.ranges.insert(s.clone(), map.source_range(lo, hi));
+            self.bound(&s, map.source_range(lo, hi));
         }
         let x = self.value(src, &s);
         self.line(&format!("{v} = {x};"));
@@ -383,6 +536,8 @@ impl<'a> Emitter<'a> {
         self.line("}");
         self.memo = memo;
         self.index_memo = index_memo;
+        self.offsets = offsets;
+        self.ranges = ranges;
         v
     }
 
@@ -397,6 +552,14 @@ impl<'a> Emitter<'a> {
             let parts = u.parts(self.layout.chunk);
             let (first, last) = (*parts.start(), *parts.end());
             let access = if write { "read_write" } else { "read" };
+            if u.vec {
+                let _ = writeln!(
+                    s,
+                    "@group(0) @binding({slot}) var<storage, {access}> t{buf}v: array<vec4<f32>>;"
+                );
+                slot += 1;
+                continue;
+            }
             if self.layout.parts(buf) == 1 {
                 let _ = writeln!(
                     s,
@@ -457,10 +620,12 @@ pub(crate) struct Block {
     pub row_len: usize,
 }
 
-/// A buffer a kernel uses: whether it writes it, and the elements it can reach.
+/// A buffer a kernel uses: whether it writes it, and the elements it can
+/// reach; through a view of f32s or (`vec`) of vec4<f32>s.
 #[derive(Clone, Debug)]
 struct Use {
     buf: BufId,
+    vec: bool,
     write: bool,
     reach: Range<usize>,
 }
@@ -486,6 +651,12 @@ impl Layout<'_> {
     pub fn parts(&self, buf: BufId) -> usize {
         self.buffers[buf].parts(self.chunk)
     }
+}
+
+/// Whether `s` is a WGSL name (an index variable), not an expression.
+fn is_identifier(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
 }
 
 /// `Σ_k ((idx / stride_k) % dim_k) * src_k + offset` with the trivial parts left out.

@@ -64,9 +64,11 @@ impl GpuProgram {
             (0..numel.div_ceil(chunk).max(1))
                 .map(|p| {
                     let len = (numel - (p * chunk).min(numel)).min(chunk);
+                    // Whole vec4s: a kernel reading a tensor as vec4s reads
+                    // its last vec4 whole.
                     Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some(label),
-                        size: (len.max(1) * 4) as u64,
+                        size: (len.max(1).next_multiple_of(4) * 4) as u64,
                         usage,
                         mapped_at_creation: false,
                     }))
@@ -224,10 +226,12 @@ impl GpuProgram {
 
     /// Record copies of planned buffer `buf` into `staging`, part by part.
     fn copy_out(&self, enc: &mut wgpu::CommandEncoder, buf: usize, staging: &wgpu::Buffer) {
+        let (numel, chunk) = (self.plan.buffers[buf].numel, self.plan.chunk);
         for (p, part) in self.buffers[buf].iter().enumerate() {
-            let src = &part[self.parity];
-            let offset = (p * self.plan.chunk * 4) as u64;
-            enc.copy_buffer_to_buffer(src, 0, staging, offset, src.size());
+            // The part's elements, not the whole vec4s its buffer holds.
+            let len = (numel - (p * chunk).min(numel)).min(chunk).max(1);
+            let offset = (p * chunk * 4) as u64;
+            enc.copy_buffer_to_buffer(&part[self.parity], 0, staging, offset, len as u64 * 4);
         }
     }
 

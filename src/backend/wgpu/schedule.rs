@@ -39,8 +39,10 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const ELEMENTWISE_VEC: &str = include_str!("../../../shaders/elementwise_vec.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const REDUCE_SHORT: &str = include_str!("../../../shaders/reduce_short.wgsl");
+const REDUCE_VEC: &str = include_str!("../../../shaders/reduce_vec.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 const ROWCOL_SUBGROUP: &str = include_str!("../../../shaders/rowcol_subgroup.wgsl");
@@ -801,9 +803,23 @@ fn elementwise_kernels(
                 (0..rows.len() * cols.len(), Some((rows, cols)))
             }
         };
+        // A window of elements in vec4s, where some tensor moves as vec4s.
+        let flat = block.is_none();
+        if flat && range.start % 4 == 0 && !range.is_empty() {
+            if let Some((wgsl, bindings, problem)) =
+                vector_kernel(nodes, stored, layout, targets, &range)
+            {
+                let spec = KernelSpec {
+                    label: window_label(&label, k, n),
+                    wgsl,
+                    bindings,
+                    workgroups: dispatch_count(range.len().div_ceil(4), WORKGROUP, limits),
+                };
+                return (spec, problem);
+            }
+        }
         emit_targets(&mut e, stored, targets, "idx");
         // A block maps its threads' `t` to their indices.
-        let flat = block.is_none();
         let block = block.map_or(String::new(), |(rows, cols)| {
             format!(
                 "const BLOCK_ROW: u32 = {}u;\nconst BLOCK_COL: u32 = {}u;\n\
@@ -902,6 +918,194 @@ fn elementwise_kernels(
     }
 }
 
+/// The nodes `values` and `targets` read at their own flat index (through
+/// element-wise ops and reshapes) from buffers: the tensors a kernel over
+/// vec4s can load as vec4s. Not a target computed by the same kernel (its
+/// buffer holds the value from before).
+fn own_index_reads(
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    values: &[NodeId],
+    targets: &[Target],
+) -> Vec<NodeId> {
+    let computed = |t: &Target| stored.get(&t.node) == Some(&t.buf);
+    let mut direct = Vec::new();
+    for &v in values {
+        direct_loads(v, nodes, stored, &mut direct);
+    }
+    for t in targets {
+        let node = &nodes[t.node.index()];
+        let elementwise = matches!(
+            node.op,
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape
+        );
+        if !computed(t) {
+            direct_loads(t.node, nodes, stored, &mut direct);
+        } else if elementwise {
+            for &j in &node.inputs {
+                direct_loads(j, nodes, stored, &mut direct);
+            }
+        }
+    }
+    direct.retain(|n| !targets.iter().any(|t| t.node == *n && computed(t)));
+    direct
+}
+
+/// A kernel over vec4s, built by `build` from the buffers it loads (`ins`)
+/// and stores (`outs`) as vec4s: those of `reads` and of `targets` that are
+/// one binding each. `build` returns its kernel and the buffers it binds
+/// both as f32s and as vec4s and writes (one dispatch may not write a
+/// buffer through one binding and read it through another): those are
+/// taken out and the kernel built again. `None` where no tensor is left.
+fn vectorized<T>(
+    layout: Layout,
+    stored: &HashMap<NodeId, BufId>,
+    reads: &[NodeId],
+    targets: &[Target],
+    mut build: impl FnMut(&[BufId], &[BufId]) -> (T, Vec<BufId>),
+) -> Option<T> {
+    let mut excluded: Vec<BufId> = Vec::new();
+    loop {
+        let pick = |bufs: Vec<BufId>| {
+            let mut v: Vec<BufId> = bufs
+                .into_iter()
+                .filter(|&b| layout.parts(b) == 1 && !excluded.contains(&b))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let ins = pick(reads.iter().map(|n| stored[n]).collect());
+        let outs = pick(targets.iter().map(|t| t.buf).collect());
+        if ins.is_empty() && outs.is_empty() {
+            return None;
+        }
+        let (kernel, two_views) = build(&ins, &outs);
+        if two_views.is_empty() {
+            return Some(kernel);
+        }
+        excluded.extend(two_views);
+    }
+}
+
+/// The holes of a kernel over vec4s that the element-wise and reduction
+/// templates share: vec4 `q` of each buffer of `ins` loaded (LOADS) and of
+/// each of `outs` declared (OUTS); the four lanes, element 4q + lane at
+/// `idx`, each emitted by `lane` (which returns the lines that set its
+/// components of the outputs), written whole (LANES) and for a last vec4
+/// that the range cuts, each lane under `valid(lane)` (CHECKED_LANES); the
+/// vec4s stored (STORES, CHECKED_STORES).
+fn vec_holes(
+    e: &mut Emitter,
+    ins: &[BufId],
+    outs: &[BufId],
+    valid: &dyn Fn(usize) -> String,
+    lane: &mut dyn FnMut(&mut Emitter, usize) -> String,
+) -> Vec<(&'static str, String)> {
+    let loads: String = ins
+        .iter()
+        .map(|&b| format!("let xv{b} = {};\n", e.load_vec(b, "q")))
+        .collect();
+    let declared: String = outs
+        .iter()
+        .map(|b| format!("var ov{b}: vec4<f32>;\n"))
+        .collect();
+    let vectors: Vec<(BufId, String)> = ins.iter().map(|&b| (b, format!("xv{b}"))).collect();
+    let lanes: Vec<String> = (0..4)
+        .map(|j| {
+            e.set_lane(j, &vectors);
+            let sets = lane(e, j);
+            format!("{}{sets}", e.take_lane())
+        })
+        .collect();
+    e.set_lane(0, &[]);
+    let wrap = |j: usize, checked: bool| {
+        let body = &lanes[j];
+        let body = if checked {
+            format!("if ({}) {{\n{body}}}\n", valid(j))
+        } else {
+            body.clone()
+        };
+        format!("{{\nlet idx = 4u * q + {j}u;\n{body}}}\n")
+    };
+    let mut stores = String::new();
+    let mut checked_stores = String::new();
+    for &b in outs {
+        let value = format!("ov{b}");
+        stores += &e.store_vec_statement(b, "q", &value, None);
+        stores.push('\n');
+        for j in 0..4 {
+            let st = e.store_vec_statement(b, "q", &value, Some(j));
+            let _ = writeln!(checked_stores, "if ({}) {{ {st} }}", valid(j));
+        }
+    }
+    vec![
+        ("LOADS", loads),
+        ("OUTS", declared),
+        ("LANES", (0..4).map(|j| wrap(j, false)).collect()),
+        ("CHECKED_LANES", (0..4).map(|j| wrap(j, true)).collect()),
+        ("STORES", stores),
+        ("CHECKED_STORES", checked_stores),
+    ]
+}
+
+/// Emit `targets` at `idx` into `e` as `emit_targets` does, but set the
+/// components of lane `lane` of the vec4s of `outs` instead of storing
+/// them: the lines that do.
+fn lane_targets(
+    e: &mut Emitter,
+    stored: &HashMap<NodeId, BufId>,
+    targets: &[Target],
+    outs: &[BufId],
+    lane: usize,
+) -> String {
+    let mut sets = String::new();
+    for t in targets {
+        let v = if stored.get(&t.node) == Some(&t.buf) {
+            e.compute(t.node, "idx")
+        } else {
+            e.value(t.node, "idx")
+        };
+        if outs.contains(&t.buf) {
+            let _ = writeln!(sets, "ov{}[{lane}u] = {v};", t.buf);
+        } else {
+            e.store(t.buf, "idx", &v);
+        }
+    }
+    sets
+}
+
+/// The element-wise kernel of `targets` over the elements `range` in
+/// vec4s (`shaders/elementwise_vec.wgsl`): its WGSL, bindings and problem;
+/// `None` where no tensor it reads or writes at its own index is one binding.
+fn vector_kernel(
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    layout: Layout,
+    targets: &[Target],
+    range: &Range<usize>,
+) -> Option<(String, Vec<Binding>, Option<Problem>)> {
+    let reads = own_index_reads(nodes, stored, &[], targets);
+    vectorized(layout, stored, &reads, targets, |ins, outs| {
+        let mut e = Emitter::new(nodes, stored, layout, 3);
+        e.set_range("idx", range.start, range.end - 1);
+        e.set_range("q", range.start / 4, (range.end - 1) / 4);
+        let valid = |j: usize| format!("4u * q + {j}u < END");
+        let mut holes = vec_holes(&mut e, ins, outs, &valid, &mut |e, j| {
+            lane_targets(e, stored, targets, outs, j)
+        });
+        holes.extend([
+            ("BINDINGS", e.declarations()),
+            ("START", range.start.to_string()),
+            ("END", range.end.to_string()),
+        ]);
+        let holes: Vec<(&str, &str)> = holes.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let wgsl = fill(ELEMENTWISE_VEC, &holes);
+        let two_views = e.written_through_two_views();
+        ((wgsl, e.bindings(), e.problem), two_views)
+    })
+}
+
 fn ids(targets: &[Target]) -> Vec<NodeId> {
     targets.iter().map(|t| t.node).collect()
 }
@@ -934,6 +1138,21 @@ fn reduction(
     let outs = node.shape.numel();
     let len: usize = axes.iter().map(|&a| in_shape.0[a]).product();
     let (base_map, offset_map) = StridedMap::reduction(in_shape, axes);
+    // Folds of whole vec4s (consecutive elements from a multiple of 4) can
+    // move the tensors read at their own index as vec4s.
+    let whole_vec4s = {
+        let (base, offset) = (base_map.simplified(), offset_map.simplified());
+        let strides = |m: &StridedMap| -> Vec<usize> {
+            let axes = m.out_dims.iter().zip(&m.src_strides);
+            axes.filter(|(&d, _)| d != 1).map(|(_, &s)| s).collect()
+        };
+        offset.offset == 0
+            && strides(&offset).iter().all(|&s| s == 1)
+            && strides(&offset).len() <= 1
+            && base.offset % 4 == 0
+            && strides(&base).iter().all(|s| s % 4 == 0)
+    };
+    let reads = own_index_reads(nodes, stored, &[operand], riders);
     let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
     let planned = buffers.len();
     // Where the last cut built leaves each output's results: the buffer,
@@ -961,53 +1180,99 @@ fn reduction(
         let mut kernels = Vec::new();
         for (s, slots) in slot_windows.iter().enumerate() {
             for (f, fold) in folds.iter().enumerate() {
-                let mut e = Emitter::new(nodes, stored, layout, 3);
-                if !slots.is_empty() && !fold.is_empty() {
+                let bounds = (!slots.is_empty() && !fold.is_empty()).then(|| {
                     let (b0, b1) =
                         base_map.source_range(slots.start / groups, (slots.end - 1) / groups);
                     let (f0, f1) = offset_map.source_range(fold.start, fold.end - 1);
-                    e.set_range("idx", b0 + f0, b1 + f1);
-                    e.set_range("slot", slots.start, slots.end - 1);
-                }
-                let value = e.value(operand, "idx");
-                emit_targets(&mut e, stored, riders, "idx");
-                let body = e.take_body();
+                    (b0 + f0, b1 + f1)
+                });
+                let new_emitter = || {
+                    let mut e = Emitter::new(nodes, stored, layout, 3);
+                    if let Some((lo, hi)) = bounds {
+                        e.set_range("idx", lo, hi);
+                        e.set_range("q", lo / 4, hi / 4);
+                        e.set_range("slot", slots.start, slots.end - 1);
+                    }
+                    e
+                };
                 // Output o's partials: its chunks of fold window 0, then of window 1, …
                 let at = if folds.len() == 1 {
                     "slot".to_string()
                 } else {
-                    let at = format!(
+                    format!(
                         "(slot / {groups}u) * {count}u + {}u + slot % {groups}u",
                         f * groups
-                    );
-                    if !slots.is_empty() {
+                    )
+                };
+                let store_total = |e: &mut Emitter| {
+                    if folds.len() > 1 && !slots.is_empty() {
                         let (first, last) = (slots.start / groups, (slots.end - 1) / groups);
                         let skip = f * groups;
                         e.set_range(&at, first * count + skip, last * count + skip + groups - 1);
                     }
-                    at
+                    let store = e.store_statement(dst, &at, "total");
+                    let epilogue_body = emit_epilogue(e, stored, target.node, tail);
+                    format!("{store}\n{epilogue_body}")
                 };
-                let store = e.store_statement(dst, &at, "total");
-                let epilogue_body = emit_epilogue(&mut e, stored, target.node, tail);
-                problem = problem.or(e.problem);
+                let label = window_label(&label, s * folds.len() + f, n);
                 let space = ReduceSpace {
                     slots: slots.clone(),
                     groups,
                     len,
                     fold: fold.clone(),
                 };
-                kernels.push(reduce_kernel(
-                    &e,
-                    *op,
-                    &window_label(&label, s * folds.len() + f, n),
-                    &space,
-                    &strided_expr(&base_map, "o"),
-                    &strided_expr(&offset_map, "r"),
-                    &body,
-                    &value,
-                    &format!("{store}\n{epilogue_body}"),
-                    limits,
-                ));
+                // Short whole folds take a thread each (reduce_short.wgsl).
+                let short = groups == 1 && len <= SHORT_REDUCE && *fold == (0..len);
+                let vector = (whole_vec4s && !short && fold.start % 4 == 0 && bounds.is_some())
+                    .then(|| {
+                        vectorized(layout, stored, &reads, riders, |ins, outs| {
+                            let mut e = new_emitter();
+                            let valid = |j: usize| format!("4u * r4 + {j}u < FOLD_END");
+                            let mut holes = vec_holes(&mut e, ins, outs, &valid, &mut |e, j| {
+                                let value = e.value(operand, "idx");
+                                let sets = lane_targets(e, stored, riders, outs, j);
+                                format!("acc = combine(acc, {value});\n{sets}")
+                            });
+                            let store = store_total(&mut e);
+                            holes.extend([
+                                ("BINDINGS", e.declarations()),
+                                ("BASE", strided_expr(&base_map, "o")),
+                                ("STORE", store),
+                            ]);
+                            let kernel = reduce_kernel(
+                                true,
+                                *op,
+                                &label,
+                                &space,
+                                &holes,
+                                e.bindings(),
+                                limits,
+                            );
+                            let two_views = e.written_through_two_views();
+                            ((kernel, e.problem), two_views)
+                        })
+                    })
+                    .flatten();
+                let (kernel, found) = vector.unwrap_or_else(|| {
+                    let mut e = new_emitter();
+                    let value = e.value(operand, "idx");
+                    emit_targets(&mut e, stored, riders, "idx");
+                    let body = e.take_body();
+                    let store = store_total(&mut e);
+                    let holes = [
+                        ("BINDINGS", e.declarations()),
+                        ("BASE", strided_expr(&base_map, "o")),
+                        ("OFFSET", strided_expr(&offset_map, "r")),
+                        ("BODY", body),
+                        ("VALUE", value),
+                        ("STORE", store),
+                    ];
+                    let kernel =
+                        reduce_kernel(false, *op, &label, &space, &holes, e.bindings(), limits);
+                    (kernel, e.problem)
+                });
+                problem = problem.or(found);
+                kernels.push(kernel);
             }
         }
         Ok(Cut { kernels, problem })
@@ -1106,16 +1371,21 @@ fn fold_partials(
                 len: groups,
                 fold: 0..groups,
             };
+            let holes = [
+                ("BINDINGS", e.declarations()),
+                ("BASE", format!("o * {output_stride}u")),
+                ("OFFSET", format!("r * {stride}u")),
+                ("BODY", String::new()),
+                ("VALUE", value),
+                ("STORE", format!("{store}\n{tail}")),
+            ];
             kernels.push(reduce_kernel(
-                &e,
+                false,
                 op,
                 &window_label(label, k, slot_windows.len()),
                 &space,
-                &format!("o * {output_stride}u"),
-                &format!("r * {stride}u"),
-                "",
-                &value,
-                &format!("{store}\n{tail}"),
+                &holes,
+                e.bindings(),
                 ctx.limits,
             ));
         }
@@ -1146,17 +1416,17 @@ struct ReduceSpace {
     fold: Range<usize>,
 }
 
-#[allow(clippy::too_many_arguments)] // the template's holes, named at the call
+/// One reduction dispatch over `space`: `shaders/reduce_vec.wgsl` where
+/// `vec`, else `reduce_short.wgsl` (whole folds of a few elements, a thread
+/// each) or `reduce.wgsl`; `holes` are what the emitter wrote (BINDINGS,
+/// BASE, STORE, and OFFSET, BODY and VALUE or the vec4 holes).
 fn reduce_kernel(
-    e: &Emitter,
+    vec: bool,
     op: ReduceOp,
     label: &str,
     space: &ReduceSpace,
-    base: &str,
-    offset: &str,
-    body: &str,
-    value: &str,
-    store: &str,
+    holes: &[(&str, String)],
+    bindings: Vec<Binding>,
     limits: &GpuLimits,
 ) -> KernelSpec {
     let ReduceSpace {
@@ -1165,34 +1435,36 @@ fn reduce_kernel(
         len,
         fold,
     } = space;
-    let short = *groups == 1 && *len <= SHORT_REDUCE && *fold == (0..*len);
-    let wgsl = fill(
-        if short { REDUCE_SHORT } else { REDUCE },
-        &[
-            ("BINDINGS", &e.declarations()),
-            ("FIRST_SLOT", &slots.start.to_string()),
-            ("END_SLOT", &slots.end.to_string()),
-            ("GROUPS", &groups.to_string()),
-            ("REDUCE_LEN", &len.to_string()),
-            ("FOLD_START", &fold.start.to_string()),
-            ("FOLD_END", &fold.end.to_string()),
-            ("BASE", base),
-            ("OFFSET", offset),
-            ("BODY", body),
-            ("VALUE", value),
-            ("STORE", store),
-            ("IDENTITY", &f32_literal(op.identity())),
-            ("TREE", TREE),
-            ("TREE_N", "1"),
-            ("TREE_COMBINE", &op.wgsl("scratch[k]", "scratch[k + s]")),
-            ("COMBINE", &op.wgsl("acc", "x")),
-        ],
-    );
+    let short = !vec && *groups == 1 && *len <= SHORT_REDUCE && *fold == (0..*len);
+    let template = match (vec, short) {
+        (true, _) => REDUCE_VEC,
+        (false, true) => REDUCE_SHORT,
+        (false, false) => REDUCE,
+    };
+    let space_holes = [
+        ("FIRST_SLOT", slots.start.to_string()),
+        ("END_SLOT", slots.end.to_string()),
+        ("GROUPS", groups.to_string()),
+        ("REDUCE_LEN", len.to_string()),
+        ("FOLD_START", fold.start.to_string()),
+        ("FOLD_END", fold.end.to_string()),
+        ("IDENTITY", f32_literal(op.identity())),
+        ("TREE", TREE.to_string()),
+        ("TREE_N", "1".to_string()),
+        ("TREE_COMBINE", op.wgsl("scratch[k]", "scratch[k + s]")),
+        ("COMBINE", op.wgsl("acc", "x")),
+    ];
+    let all: Vec<(&str, &str)> = holes
+        .iter()
+        .chain(&space_holes)
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    let wgsl = fill(template, &all);
     let per_group = if short { WORKGROUP } else { 1 };
     KernelSpec {
         label: label.to_string(),
         wgsl,
-        bindings: e.bindings(),
+        bindings,
         workgroups: dispatch_count(slots.len(), per_group, limits),
     }
 }
