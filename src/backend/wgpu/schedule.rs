@@ -60,15 +60,19 @@ const MAX_COLS_PER_THREAD: usize = 16;
 /// (and as many loaded elements) in registers at most.
 const MAX_COLS_PER_LANE: usize = 32;
 const WORKGROUP: usize = 256;
-/// Element-wise kernels take this many elements per thread at once (their
-/// loads in flight together). On an H100, 4 rather than 1 made the
-/// Rosenbrock step's kernel 18% faster at 2^24 elements (0.0556 ms against
-/// 0.0678) and 15% at 2^20. Reductions take one (`shaders/reduce.wgsl`).
+/// Element-wise kernels over f32s (where no tensor moves as vec4s: see
+/// `vector_kernel`) take this many elements per thread at once, their loads
+/// in flight together. On an H100, 4 rather than 1 made the Rosenbrock
+/// step's kernel 18% faster at 2^24 elements (0.0556 ms against 0.0678) and
+/// 15% at 2^20. Reductions over f32s take one (`shaders/reduce.wgsl`).
 const UNROLL: usize = 4;
 /// A reduction splits each output into chunks of about this many elements
-/// when it has too few outputs to fill the device.
+/// when it has too few outputs to fill the device, into at most
+/// `MAX_CHUNKS`. On an H100 the seed workload's sum ran 5% faster at 2^24
+/// elements and 1% at 2^28 in 4096 chunks than in 1024 (0.147 against
+/// 0.155 ms, 2.270 against 2.295), its second pass 0.004 ms slower.
 const CHUNK_TARGET: usize = 4096;
-const MAX_CHUNKS: usize = 1024;
+const MAX_CHUNKS: usize = 4096;
 /// Outputs beyond this fill the device without chunking.
 const ENOUGH_OUTPUTS: usize = 512;
 /// Outputs folding at most this many elements each take a thread each
