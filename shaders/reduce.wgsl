@@ -14,15 +14,14 @@
 // order and the tree (tree.wgsl) has a fixed shape, so the same inputs give
 // the same bits on every run; STORE writes the fold, `total`.
 //
-// Unlike element-wise kernels, one element per thread at a time: on an
-// H100, four at once (unrolled, in four accumulators) made the seed
-// workload's sum 4% slower at 2^24 and 2^28 elements.
+// FOLD is how a thread folds its elements of a chunk into `acc`:
+// reduce_fold.wgsl (one element of each tile at a time) or, where each
+// output's elements are consecutive from a multiple of 4, reduce_fold_vec.wgsl
+// (tiles of WG vec4s, one vec4 of each).
 //
-// The code generator fills in the holes in double braces: BASE is the first source
-// index of output `o`, OFFSET the source offset of element `r`,
-// BODY the statements computing VALUE at source index `idx` (an element-wise
-// expression fused into the reduction, and any element-wise outputs of the
-// same extent written there too).
+// The code generator fills in the holes in double braces: BASE is the first
+// source index of output `o`; STORE stores `total`; the fold's own holes are
+// in its file.
 {{PRELUDE}}
 {{BINDINGS}}
 
@@ -49,11 +48,7 @@ fn main(
         let o = slot / GROUPS;
         let base: u32 = {{BASE}};
         var acc: f32 = {{IDENTITY}};
-        for (var r: u32 = FOLD_START + (slot % GROUPS) * WG + lid; r < FOLD_END; r += GROUPS * WG) {
-            let idx: u32 = base + {{OFFSET}};
-{{BODY}}
-            acc = combine(acc, {{VALUE}});
-        }
+{{FOLD}}
         let total = tree(lid, array<f32, 1u>(acc))[0];
         if (lid == 0u) {
             {{STORE}}

@@ -42,7 +42,8 @@ const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const ELEMENTWISE_VEC: &str = include_str!("../../../shaders/elementwise_vec.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const REDUCE_SHORT: &str = include_str!("../../../shaders/reduce_short.wgsl");
-const REDUCE_VEC: &str = include_str!("../../../shaders/reduce_vec.wgsl");
+const REDUCE_FOLD: &str = include_str!("../../../shaders/reduce_fold.wgsl");
+const REDUCE_FOLD_VEC: &str = include_str!("../../../shaders/reduce_fold_vec.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 const ROWCOL_SUBGROUP: &str = include_str!("../../../shaders/rowcol_subgroup.wgsl");
@@ -1420,9 +1421,10 @@ struct ReduceSpace {
     fold: Range<usize>,
 }
 
-/// One reduction dispatch over `space`: `shaders/reduce_vec.wgsl` where
-/// `vec`, else `reduce_short.wgsl` (whole folds of a few elements, a thread
-/// each) or `reduce.wgsl`; `holes` are what the emitter wrote (BINDINGS,
+/// One reduction dispatch over `space`: `shaders/reduce.wgsl` folding
+/// vec4s where `vec` (`reduce_fold_vec.wgsl`), else f32s
+/// (`reduce_fold.wgsl`), or `reduce_short.wgsl` (whole folds of a few
+/// elements, a thread each); `holes` are what the emitter wrote (BINDINGS,
 /// BASE, STORE, and OFFSET, BODY and VALUE or the vec4 holes).
 fn reduce_kernel(
     vec: bool,
@@ -1440,10 +1442,10 @@ fn reduce_kernel(
         fold,
     } = space;
     let short = !vec && *groups == 1 && *len <= SHORT_REDUCE && *fold == (0..*len);
-    let template = match (vec, short) {
-        (true, _) => REDUCE_VEC,
-        (false, true) => REDUCE_SHORT,
-        (false, false) => REDUCE,
+    let template = if short {
+        REDUCE_SHORT.to_string()
+    } else {
+        REDUCE.replace("{{FOLD}}", if vec { REDUCE_FOLD_VEC } else { REDUCE_FOLD })
     };
     let space_holes = [
         ("FIRST_SLOT", slots.start.to_string()),
@@ -1463,7 +1465,7 @@ fn reduce_kernel(
         .chain(&space_holes)
         .map(|(k, v)| (*k, v.as_str()))
         .collect();
-    let wgsl = fill(template, &all);
+    let wgsl = fill(&template, &all);
     let per_group = if short { WORKGROUP } else { 1 };
     KernelSpec {
         label: label.to_string(),
