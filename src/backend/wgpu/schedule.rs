@@ -1226,9 +1226,10 @@ fn reduction(
                     len,
                     fold: fold.clone(),
                 };
-                // Short whole folds take a thread each (reduce_short.wgsl).
-                let short = groups == 1 && len <= SHORT_REDUCE && *fold == (0..len);
-                let vector = (whole_vec4s && !short && fold.start % 4 == 0 && bounds.is_some())
+                let vector = (whole_vec4s
+                    && !space.short()
+                    && fold.start % 4 == 0
+                    && bounds.is_some())
                     .then(|| {
                         vectorized(layout, stored, &reads, riders, |ins, outs| {
                             let mut e = new_emitter();
@@ -1421,6 +1422,13 @@ struct ReduceSpace {
     fold: Range<usize>,
 }
 
+impl ReduceSpace {
+    /// Whole folds of a few elements: a thread each (reduce_short.wgsl).
+    fn short(&self) -> bool {
+        self.groups == 1 && self.len <= SHORT_REDUCE && self.fold == (0..self.len)
+    }
+}
+
 /// One reduction dispatch over `space`: `shaders/reduce.wgsl` folding
 /// vec4s where `vec` (`reduce_fold_vec.wgsl`), else f32s
 /// (`reduce_fold.wgsl`), or `reduce_short.wgsl` (whole folds of a few
@@ -1441,7 +1449,7 @@ fn reduce_kernel(
         len,
         fold,
     } = space;
-    let short = !vec && *groups == 1 && *len <= SHORT_REDUCE && *fold == (0..*len);
+    let short = !vec && space.short();
     let template = if short {
         REDUCE_SHORT.to_string()
     } else {
