@@ -1230,35 +1230,28 @@ fn reduction(
                     && !space.short()
                     && fold.start % 4 == 0
                     && bounds.is_some())
-                    .then(|| {
-                        vectorized(layout, stored, &reads, riders, |ins, outs| {
-                            let mut e = new_emitter();
-                            let valid = |j: usize| format!("4u * r4 + {j}u < FOLD_END");
-                            let mut holes = vec_holes(&mut e, ins, outs, &valid, &mut |e, j| {
-                                let value = e.value(operand, "idx");
-                                let sets = lane_targets(e, stored, riders, outs, j);
-                                format!("acc = combine(acc, {value});\n{sets}")
-                            });
-                            let store = store_total(&mut e);
-                            holes.extend([
-                                ("BINDINGS", e.declarations()),
-                                ("BASE", strided_expr(&base_map, "o")),
-                                ("STORE", store),
-                            ]);
-                            let kernel = reduce_kernel(
-                                true,
-                                *op,
-                                &label,
-                                &space,
-                                &holes,
-                                e.bindings(),
-                                limits,
-                            );
-                            let two_views = e.written_through_two_views();
-                            ((kernel, e.problem), two_views)
-                        })
+                .then(|| {
+                    vectorized(layout, stored, &reads, riders, |ins, outs| {
+                        let mut e = new_emitter();
+                        let valid = |j: usize| format!("4u * r4 + {j}u < FOLD_END");
+                        let mut holes = vec_holes(&mut e, ins, outs, &valid, &mut |e, j| {
+                            let value = e.value(operand, "idx");
+                            let sets = lane_targets(e, stored, riders, outs, j);
+                            format!("acc = combine(acc, {value});\n{sets}")
+                        });
+                        let store = store_total(&mut e);
+                        holes.extend([
+                            ("BINDINGS", e.declarations()),
+                            ("BASE", strided_expr(&base_map, "o")),
+                            ("STORE", store),
+                        ]);
+                        let kernel =
+                            reduce_kernel(true, *op, &label, &space, &holes, e.bindings(), limits);
+                        let two_views = e.written_through_two_views();
+                        ((kernel, e.problem), two_views)
                     })
-                    .flatten();
+                })
+                .flatten();
                 let (kernel, found) = vector.unwrap_or_else(|| {
                     let mut e = new_emitter();
                     let value = e.value(operand, "idx");
