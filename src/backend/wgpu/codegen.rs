@@ -59,8 +59,8 @@ pub(crate) struct Emitter<'a> {
     /// Index names known to be another index plus a constant.
     offsets: HashMap<String, (String, i64)>,
     /// Per buffer, the vec4 holding its elements 4q..4q+3 and which of them
-    /// is at `idx` (a lane of `shaders/elementwise_vec.wgsl`).
-    lane: HashMap<BufId, (String, usize)>,
+    /// is at `idx` (`set_vec4_lane`).
+    vec4_lane: HashMap<BufId, (String, usize)>,
     indices_seen: HashMap<NodeId, HashSet<String>>,
     /// Nodes whose value at whatever index is reached is a known expression.
     substitutes: HashMap<NodeId, String>,
@@ -88,7 +88,7 @@ impl<'a> Emitter<'a> {
             memo: HashMap::new(),
             index_memo: HashMap::new(),
             offsets: HashMap::new(),
-            lane: HashMap::new(),
+            vec4_lane: HashMap::new(),
             indices_seen: HashMap::new(),
             substitutes: HashMap::new(),
             problem: None,
@@ -189,7 +189,7 @@ impl<'a> Emitter<'a> {
 
     /// An expression loading element `idx` of buffer `buf`.
     pub fn load(&mut self, buf: BufId, idx: &str) -> String {
-        if let Some((vector, lane)) = self.lane.get(&buf) {
+        if let Some((vector, lane)) = self.vec4_lane.get(&buf) {
             let at = match self.offsets.get(idx) {
                 Some((base, k)) => Some((base.as_str(), *k)),
                 None => Some((idx, 0)),
@@ -278,7 +278,7 @@ impl<'a> Emitter<'a> {
     /// `take_body` for a body that repeats the one before at other indices
     /// (a vec4's lanes): the indices each node is needed at count afresh,
     /// since the lanes name the same indices differently.
-    pub fn take_lane(&mut self) -> String {
+    pub fn take_vec4_lane(&mut self) -> String {
         self.indices_seen.clear();
         self.take_body()
     }
@@ -329,11 +329,13 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    /// Let loads of each buffer in `vectors` (buffer, vec4 name) at `idx`
-    /// plus a constant that stays within the vec4 read lane `lane + c` of
-    /// it (no lanes: loads read their buffers).
-    pub fn set_lane(&mut self, lane: usize, vectors: &[(BufId, String)]) {
-        self.lane = vectors
+    /// Emit lane `lane` (0 to 3) of a kernel over vec4s (not a subgroup's
+    /// lane): a load of a buffer in `vectors` (buffer, name of the vec4
+    /// holding elements 4q..4q+3) at `idx` plus a constant c reads component
+    /// `lane + c` of that vec4 where it is one (`idx` is 4q + `lane`), and
+    /// memory elsewhere. With no vectors, every load reads memory.
+    pub fn set_vec4_lane(&mut self, lane: usize, vectors: &[(BufId, String)]) {
+        self.vec4_lane = vectors
             .iter()
             .map(|(b, name)| (*b, (name.clone(), lane)))
             .collect();

@@ -1018,12 +1018,12 @@ fn vec_holes(
     let vectors: Vec<(BufId, String)> = ins.iter().map(|&b| (b, format!("xv{b}"))).collect();
     let lanes: Vec<String> = (0..4)
         .map(|j| {
-            e.set_lane(j, &vectors);
+            e.set_vec4_lane(j, &vectors);
             let sets = lane(e, j);
-            format!("{}{sets}", e.take_lane())
+            format!("{}{sets}", e.take_vec4_lane())
         })
         .collect();
-    e.set_lane(0, &[]);
+    e.set_vec4_lane(0, &[]);
     let wrap = |j: usize, checked: bool| {
         let body = &lanes[j];
         let body = if checked {
