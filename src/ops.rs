@@ -323,6 +323,14 @@ impl ReduceOp {
             ReduceOp::Min => format!("min({acc}, {x})"),
         }
     }
+    /// The WGSL subgroup operation folding a value across a subgroup.
+    pub fn subgroup_wgsl(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "subgroupAdd",
+            ReduceOp::Max => "subgroupMax",
+            ReduceOp::Min => "subgroupMin",
+        }
+    }
     /// The gradient reaching the operand `x` (shape `x`), given the gradient
     /// `g` of the kept-dims result `y`.
     pub fn vjp<'g>(self, g: Var<'g>, x: Var<'g>, y: Var<'g>, axes: &[usize]) -> Var<'g> {

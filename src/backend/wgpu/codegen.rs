@@ -501,19 +501,22 @@ impl<'a> Emitter<'a> {
         let one_block = self
             .range_of(idx)
             .is_some_and(|(_, hi)| hi < out_len * inner);
-        let (a, s) = if inner == 1 && one_block {
-            (idx.to_string(), format!("{idx} - {before}u"))
+        let simple = inner == 1 && one_block;
+        let a = self.index(if simple {
+            idx.to_string()
         } else {
-            (
-                format!("({idx} / {inner}u) % {out_len}u"),
-                format!(
-                    "({idx} / {}u) * {}u + ({{a}} - {before}u) * {inner}u + {idx} % {inner}u",
-                    out_len * inner,
-                    len * inner
-                ),
+            format!("({idx} / {inner}u) % {out_len}u")
+        });
+        // The source index (inside the branch).
+        let s = if simple {
+            format!("{a} - {before}u")
+        } else {
+            format!(
+                "({idx} / {}u) * {}u + ({a} - {before}u) * {inner}u + {idx} % {inner}u",
+                out_len * inner,
+                len * inner
             )
         };
-        let a = self.index(a);
         let v = self.fresh("v");
         self.line(&format!("var {v}: f32 = 0.0;"));
         self.line(&format!(
@@ -527,7 +530,7 @@ impl<'a> Emitter<'a> {
             self.ranges.clone(),
         );
         self.indent += 1;
-        let s = self.index(s.replace("{a}", &a));
+        let s = self.index(s);
         if let Some((lo, hi)) = self.range_of(idx) {
             let map = PadMap::new(&in_shape, axis, before, out_len);
             self.bound(&s, map.source_range(lo, hi));

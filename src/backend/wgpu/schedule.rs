@@ -1978,12 +1978,7 @@ impl LaneFolds {
             }
             s += &self.fold(e, j, o, op, "acc");
         }
-        let subgroup_fold = match op {
-            ReduceOp::Sum => "subgroupAdd",
-            ReduceOp::Max => "subgroupMax",
-            ReduceOp::Min => "subgroupMin",
-        };
-        s + &format!("let total = {subgroup_fold}(acc);\n")
+        s + &format!("let total = {}(acc);\n", op.subgroup_wgsl())
     }
 
     /// Lane element `j` of `o` folded into `acc`, the shared nodes read from
