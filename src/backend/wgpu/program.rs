@@ -28,6 +28,13 @@ struct Kernel {
     workgroups: u32,
 }
 
+/// A run's command buffer encoded ahead (see `GpuProgram::submit`).
+struct Encoded {
+    outputs: Outputs,
+    parity: usize,
+    commands: wgpu::CommandBuffer,
+}
+
 pub(crate) struct GpuProgram {
     ctx: Arc<GpuContext>,
     plan: Plan,
@@ -41,6 +48,8 @@ pub(crate) struct GpuProgram {
     parity: usize,
     has_updates: bool,
     bytes_held: u64,
+    /// The next run's command buffer, if encoded ahead.
+    next: Option<Encoded>,
 }
 
 impl GpuProgram {
@@ -192,6 +201,7 @@ impl GpuProgram {
             parity: 0,
             has_updates,
             bytes_held,
+            next: None,
         })
     }
 
@@ -335,10 +345,16 @@ impl GpuProgram {
             .collect())
     }
 
-    /// Write the inputs, encode the kernels `outputs` needs (and the copies
-    /// to readback buffers when it is `ReadBack`), submit once. With
-    /// `timed`, every kernel runs in its own pass between two timestamps,
-    /// resolved into the first buffer and copied into the second.
+    /// Write the inputs, submit the kernels `outputs` needs (and the copies
+    /// to readback buffers when it is `ReadBack`) in one command buffer.
+    /// With `timed`, every kernel runs in its own pass between two
+    /// timestamps, resolved into the first buffer and copied into the
+    /// second.
+    ///
+    /// An untimed run then encodes the next run's command buffer, for the
+    /// same `outputs`, while the GPU works: on an H100 a run's encoding
+    /// and submission took 0.011–0.032 ms, next to a kernel of 0.006–0.010
+    /// ms at 2^20 elements. A run asking for other outputs encodes its own.
     fn submit(
         &mut self,
         inputs: &[&[f32]],
@@ -348,6 +364,33 @@ impl GpuProgram {
         for (k, data) in inputs.iter().enumerate() {
             self.write(self.input_buffer(k), data);
         }
+        let ready = self
+            .next
+            .take()
+            .filter(|n| timed.is_none() && n.outputs == outputs && n.parity == self.parity);
+        let commands = match ready {
+            Some(n) => n.commands,
+            None => self.encode(outputs, timed),
+        };
+        self.ctx.queue.submit([commands]);
+        if self.has_updates {
+            self.parity ^= 1;
+        }
+        if timed.is_none() {
+            self.next = Some(Encoded {
+                outputs,
+                parity: self.parity,
+                commands: self.encode(outputs, None),
+            });
+        }
+    }
+
+    /// One run's command buffer, for the current parity (see `submit`).
+    fn encode(
+        &self,
+        outputs: Outputs,
+        timed: Option<(&wgpu::QuerySet, &wgpu::Buffer, &wgpu::Buffer)>,
+    ) -> wgpu::CommandBuffer {
         let mut enc = self
             .ctx
             .device
@@ -393,10 +436,7 @@ impl GpuProgram {
                 self.copy_out(&mut enc, self.plan.stored[o], staging);
             }
         }
-        self.ctx.queue.submit([enc.finish()]);
-        if self.has_updates {
-            self.parity ^= 1;
-        }
+        enc.finish()
     }
 
     /// Wait for the queue, then copy mapped readback buffers out.
