@@ -15,9 +15,9 @@ pub struct GpuLimits {
     pub max_workgroups: u32,
     /// Most storage buffers one kernel may bind.
     pub max_storage_buffers: u32,
-    /// The smallest subgroup the adapter runs, where kernels may use
-    /// subgroup operations (`None`: they may not).
-    pub min_subgroup_size: Option<u32>,
+    /// The smallest and the largest subgroup the adapter runs, where
+    /// kernels may use subgroup operations (`None`: they may not).
+    pub subgroup_sizes: Option<(u32, u32)>,
 }
 
 impl Default for GpuLimits {
@@ -29,7 +29,7 @@ impl Default for GpuLimits {
             max_buffer: l.max_buffer_size,
             max_workgroups: l.max_compute_workgroups_per_dimension,
             max_storage_buffers: l.max_storage_buffers_per_shader_stage,
-            min_subgroup_size: None,
+            subgroup_sizes: None,
         }
     }
 }
@@ -157,7 +157,10 @@ impl GpuContext {
                 .map_or(adapter_limits.max_storage_buffers_per_shader_stage, |m| {
                     m.min(adapter_limits.max_storage_buffers_per_shader_stage)
                 }),
-            min_subgroup_size: subgroups.then_some(info.subgroup_min_size),
+            subgroup_sizes: subgroups.then_some((
+                info.subgroup_min_size,
+                info.subgroup_max_size.max(info.subgroup_min_size),
+            )),
         };
         log::info!(
             "wgrad: using {:?} {:?} '{}'",
@@ -173,11 +176,12 @@ impl GpuContext {
         }))
     }
 
-    /// "Vulkan DiscreteGpu 'NVIDIA H100 80GB HBM3', subgroups of 32+ lanes",
+    /// "Vulkan DiscreteGpu 'NVIDIA H100 80GB HBM3', subgroups of 32 lanes",
     /// for people.
     pub fn describe(&self) -> String {
-        let subgroups = match self.limits.min_subgroup_size {
-            Some(size) => format!(", subgroups of {size}+ lanes"),
+        let subgroups = match self.limits.subgroup_sizes {
+            Some((min, max)) if min == max => format!(", subgroups of {min} lanes"),
+            Some((min, max)) => format!(", subgroups of {min}–{max} lanes"),
             None => String::new(),
         };
         format!(
