@@ -7,7 +7,7 @@
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
-//!     [--no-subgroups]
+//!     [--no-subgroups] [--no-device-fences]
 //!
 //! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and
 //! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
@@ -15,12 +15,14 @@
 //! `--max-storage-buffers` plan the GPU programs for smaller limits than the
 //! adapter's (the windows a device with small bindings needs);
 //! `--no-subgroups` plans them without subgroup operations (as for an adapter
-//! without them). `--kernels` adds each GPU kernel's own
+//! without them), `--no-device-fences` folds a reduction's chunks in a second
+//! dispatch (as on a device without device-scope fences). `--kernels` adds each GPU kernel's own
 //! time (timestamps; the median of `--reps` timed runs after the others)
 //! and bandwidth.
 //!
 //! One JSON line per result (with --json), then a table for people; "submit"
-//! is the part of a run spent before the GPU's work is submitted. Bytes
+//! is the part of a run spent in `step`: submitting, then encoding the next
+//! run's commands while the GPU works. Bytes
 //! moved come from the program's own accounting of what its kernels read and
 //! write; the floor is the fewest bytes the workload must move.
 
@@ -78,6 +80,7 @@ fn parse() -> Result<Args> {
             "--json" => a.json = true,
             "--kernels" => a.kernels = true,
             "--no-subgroups" => a.gpu.no_subgroups = true,
+            "--no-device-fences" => a.gpu.no_device_fences = true,
             "--bench" => {} // passed by `cargo bench`-style runners
             "--help" | "-h" => {
                 // The module comment's usage lines.

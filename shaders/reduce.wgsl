@@ -7,7 +7,9 @@
 // window of pages at any time, not a stream per workgroup). slot = output *
 // GROUPS + chunk, and each workgroup folds the slots FIRST_SLOT + wid.x,
 // + nwg.x, … below END_SLOT into dst[slot]; with GROUPS > 1 a second pass
-// of this same template folds the chunks. One dispatch covers all slots
+// of this same template folds the chunks (or, for one output on a device
+// with device-scope fences, this dispatch's last workgroup: LAST). One
+// dispatch covers all slots
 // and the elements FOLD_START..FOLD_END of each fold: all of them, or a
 // window when the tensors take more bindings than one dispatch may have
 // (then each window's chunks are partials too). Every thread folds a fixed set of elements in a fixed
@@ -20,8 +22,9 @@
 // (tiles of WG vec4s, one vec4 of each).
 //
 // The code generator fills in the holes in double braces: BASE is the first
-// source index of output `o`; STORE stores `total`; the fold's own holes are
-// in its file.
+// source index of output `o`; STORE stores `total`; LAST is empty or
+// reduce_last.wgsl (the partials folded in this dispatch); the fold's own
+// holes are in its file.
 {{PRELUDE}}
 {{BINDINGS}}
 
@@ -53,5 +56,6 @@ fn main(
         if (lid == 0u) {
             {{STORE}}
         }
+{{LAST}}
     }
 }

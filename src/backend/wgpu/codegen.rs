@@ -123,11 +123,11 @@ impl<'a> Emitter<'a> {
         Some((v, v))
     }
 
-    /// Note an access to `buf` at `idx` (of vec4s where `vec`): the
+    /// Note an access to `buf` at `idx` (an index into `view`): the
     /// elements it can reach (all of them where `idx` is not bounded).
-    fn use_buffer(&mut self, buf: BufId, write: bool, idx: &str, vec: bool) {
+    fn use_buffer(&mut self, buf: BufId, write: bool, idx: &str, view: View) {
         let numel = self.layout.buffers[buf].numel;
-        let width = if vec { 4 } else { 1 };
+        let width = if view == View::Vec4 { 4 } else { 1 };
         let reach = match self.range_of(idx) {
             // Within the buffer (which has at least one part, even empty).
             Some((lo, hi)) => {
@@ -136,14 +136,18 @@ impl<'a> Emitter<'a> {
             }
             None => 0..numel,
         };
-        match self.used.iter_mut().find(|u| u.buf == buf && u.vec == vec) {
+        match self
+            .used
+            .iter_mut()
+            .find(|u| u.buf == buf && u.view == view)
+        {
             Some(u) => {
                 u.write |= write;
                 u.reach = u.reach.start.min(reach.start)..u.reach.end.max(reach.end);
             }
             None => self.used.push(Use {
                 buf,
-                vec,
+                view,
                 write,
                 reach,
             }),
@@ -153,7 +157,7 @@ impl<'a> Emitter<'a> {
     /// An expression loading vec4 `q` (elements 4q..4q+3) of buffer `buf`,
     /// which must be one binding.
     pub fn load_vec(&mut self, buf: BufId, q: &str) -> String {
-        self.use_buffer(buf, false, q, true);
+        self.use_buffer(buf, false, q, View::Vec4);
         format!("t{buf}v[{q}]")
     }
 
@@ -166,7 +170,7 @@ impl<'a> Emitter<'a> {
         value: &str,
         lane: Option<usize>,
     ) -> String {
-        self.use_buffer(buf, true, q, true);
+        self.use_buffer(buf, true, q, View::Vec4);
         match lane {
             Some(j) => format!("t{buf}v[{q}][{j}u] = {value}[{j}u];"),
             None => format!("t{buf}v[{q}] = {value};"),
@@ -180,7 +184,10 @@ impl<'a> Emitter<'a> {
         self.used
             .iter()
             .filter(|u| {
-                let other = self.used.iter().find(|o| o.buf == u.buf && o.vec != u.vec);
+                let other = self
+                    .used
+                    .iter()
+                    .find(|o| o.buf == u.buf && o.view != u.view);
                 other.is_some_and(|o| o.write || u.write)
             })
             .map(|u| u.buf)
@@ -201,7 +208,7 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
-        self.use_buffer(buf, false, idx, false);
+        self.use_buffer(buf, false, idx, View::F32);
         if self.layout.parts(buf) == 1 {
             format!("t{buf}[{idx}]")
         } else {
@@ -211,12 +218,19 @@ impl<'a> Emitter<'a> {
 
     /// A statement storing `value` into element `idx` of buffer `buf`.
     pub fn store_statement(&mut self, buf: BufId, idx: &str, value: &str) -> String {
-        self.use_buffer(buf, true, idx, false);
+        self.use_buffer(buf, true, idx, View::F32);
         if self.layout.parts(buf) == 1 {
             format!("t{buf}[{idx}] = {value};")
         } else {
             format!("st_t{buf}({idx}, {value});")
         }
+    }
+
+    /// Element `idx` of buffer `buf` seen as an `atomic<u32>` (a counter),
+    /// which must be one binding.
+    pub fn counter(&mut self, buf: BufId, idx: &str) -> String {
+        self.use_buffer(buf, true, idx, View::Atomic);
+        format!("t{buf}a[{idx}]")
     }
 
     /// The bindings, in binding order: each buffer's parts that the kernel
@@ -557,10 +571,15 @@ impl<'a> Emitter<'a> {
             let parts = u.parts(self.layout.chunk);
             let (first, last) = (*parts.start(), *parts.end());
             let access = if write { "read_write" } else { "read" };
-            if u.vec {
+            let array = match u.view {
+                View::Vec4 => Some(("v", "vec4<f32>")),
+                View::Atomic => Some(("a", "atomic<u32>")),
+                View::F32 => None,
+            };
+            if let Some((suffix, element)) = array {
                 let _ = writeln!(
                     s,
-                    "@group(0) @binding({slot}) var<storage, {access}> t{buf}v: array<vec4<f32>>;"
+                    "@group(0) @binding({slot}) var<storage, {access}> t{buf}{suffix}: array<{element}>;"
                 );
                 slot += 1;
                 continue;
@@ -625,12 +644,21 @@ pub(crate) struct Block {
     pub row_len: usize,
 }
 
+/// How a kernel's binding sees a buffer's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    F32,
+    Vec4,
+    /// As counters (`atomic<u32>`).
+    Atomic,
+}
+
 /// A buffer a kernel uses: whether it writes it, and the elements it can
-/// reach; through a view of f32s or (`vec`) of vec4<f32>s.
+/// reach; through one view.
 #[derive(Clone, Debug)]
 struct Use {
     buf: BufId,
-    vec: bool,
+    view: View,
     write: bool,
     reach: Range<usize>,
 }

@@ -18,6 +18,11 @@ pub struct GpuLimits {
     /// The smallest and the largest subgroup the adapter runs, where
     /// kernels may use subgroup operations (`None`: they may not).
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// Whether a storage barrier orders memory across workgroups (a
+    /// device-scope fence, as on Vulkan), so that the last workgroup of a
+    /// reduction to count its chunk done can fold the others' results in
+    /// the same dispatch.
+    pub device_fences: bool,
 }
 
 impl Default for GpuLimits {
@@ -30,6 +35,7 @@ impl Default for GpuLimits {
             max_workgroups: l.max_compute_workgroups_per_dimension,
             max_storage_buffers: l.max_storage_buffers_per_shader_stage,
             subgroup_sizes: None,
+            device_fences: false,
         }
     }
 }
@@ -47,6 +53,10 @@ pub struct GpuOptions {
     /// Plan without subgroup operations even where the adapter has them
     /// (tests and the bench compare the two ways).
     pub no_subgroups: bool,
+    /// Plan as for a device without device-scope fences: a reduction's
+    /// chunks are folded in a second dispatch (tests and the bench compare
+    /// the two ways).
+    pub no_device_fences: bool,
 }
 
 /// An open wgpu device and what wgrad knows about it.
@@ -161,6 +171,10 @@ impl GpuContext {
                 info.subgroup_min_size,
                 info.subgroup_max_size.max(info.subgroup_min_size),
             )),
+            // SPIR-V's storageBarrier is a device-scope acquire-release
+            // fence. Metal's threadgroup barriers order memory only within a
+            // threadgroup, and DX12 untested: they fold in two dispatches.
+            device_fences: info.backend == wgpu::Backend::Vulkan && !options.no_device_fences,
         };
         log::info!(
             "wgrad: using {:?} {:?} '{}'",

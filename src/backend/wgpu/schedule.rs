@@ -49,6 +49,7 @@ const ROWCOL: &str = include_str!("../../../shaders/rowcol.wgsl");
 const ROWCOL_SUBGROUP: &str = include_str!("../../../shaders/rowcol_subgroup.wgsl");
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
+const REDUCE_LAST: &str = include_str!("../../../shaders/reduce_last.wgsl");
 /// Row-then-column fusion takes rows in blocks of about this many elements
 /// per thread (each thread has a row's length / 256 elements of each row),
 /// at most `MAX_ROWS_AT_ONCE` rows: a block's loads are in flight together
@@ -1161,8 +1162,9 @@ fn reduction(
     let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
     let planned = buffers.len();
     // Where the last cut built leaves each output's results: the buffer,
-    // and how many partials per output (1: the results themselves).
-    let mut partials = (target.buf, 1);
+    // how many partials per output (1: the results themselves), and
+    // whether its kernel folds them too (`reduce_last.wgsl`).
+    let mut partials = (target.buf, 1, false);
     let cut = in_windows(limits, true, |slot_cuts, fold_cuts| {
         let folds = windows(len, fold_cuts);
         let fold_len = folds[0].len();
@@ -1174,7 +1176,22 @@ fn reduction(
         let slot_windows = windows(outs * groups, slot_cuts);
         let count = groups * folds.len();
         let dst = results_buffer(buffers, planned, target, outs, count);
-        partials = (dst, count);
+        // One output's chunks in one dispatch: where the device has
+        // device-scope fences, the last workgroup folds them, with a
+        // counter of the chunks done.
+        let counter = (limits.device_fences
+            && outs == 1
+            && count > 1
+            && slot_windows.len() == 1
+            && folds.len() == 1)
+            .then(|| {
+                buffers.push(BufSpec {
+                    numel: 1,
+                    kind: BufKind::Temp,
+                });
+                buffers.len() - 1
+            });
+        partials = (dst, count, counter.is_some());
         let layout = Layout {
             buffers,
             chunk: binding_chunk,
@@ -1219,6 +1236,14 @@ fn reduction(
                     let epilogue_body = emit_epilogue(e, stored, target.node, tail);
                     format!("{store}\n{epilogue_body}")
                 };
+                // The LAST hole, and what it declares (after the bindings).
+                let last = |e: &mut Emitter| match counter {
+                    Some(c) => (
+                        last_fold(e, stored, *op, dst, c, count, target, epilogue),
+                        "var<workgroup> is_last: u32;\n",
+                    ),
+                    None => (String::new(), ""),
+                };
                 let label = window_label(&label, s * folds.len() + f, n);
                 let space = ReduceSpace {
                     slots: slots.clone(),
@@ -1240,10 +1265,12 @@ fn reduction(
                             format!("acc = combine(acc, {value});\n{sets}")
                         });
                         let store = store_total(&mut e);
+                        let (last, flag) = last(&mut e);
                         holes.extend([
-                            ("BINDINGS", e.declarations()),
+                            ("BINDINGS", e.declarations() + flag),
                             ("BASE", strided_expr(&base_map, "o")),
                             ("STORE", store),
+                            ("LAST", last),
                         ]);
                         let kernel =
                             reduce_kernel(true, *op, &label, &space, &holes, e.bindings(), limits);
@@ -1258,13 +1285,15 @@ fn reduction(
                     emit_targets(&mut e, stored, riders, "idx");
                     let body = e.take_body();
                     let store = store_total(&mut e);
+                    let (last, flag) = last(&mut e);
                     let holes = [
-                        ("BINDINGS", e.declarations()),
+                        ("BINDINGS", e.declarations() + flag),
                         ("BASE", strided_expr(&base_map, "o")),
                         ("OFFSET", strided_expr(&offset_map, "r")),
                         ("BODY", body),
                         ("VALUE", value),
                         ("STORE", store),
+                        ("LAST", last),
                     ];
                     let kernel =
                         reduce_kernel(false, *op, &label, &space, &holes, e.bindings(), limits);
@@ -1276,17 +1305,17 @@ fn reduction(
         }
         Ok(Cut { kernels, problem })
     })?;
-    let (dst, count) = partials;
+    let (dst, count, folded) = partials;
     let mut all = vec![target.node];
     all.extend(ids(riders));
-    if count == 1 {
+    if count == 1 || folded {
         all.extend(ids(epilogue));
     }
     if let Some(fit) = fits(cut.problem, cut.widest(), nodes, stored, &all, limits)? {
         buffers.truncate(planned);
         return Ok(fit);
     }
-    if count == 1 {
+    if count == 1 || folded {
         return Ok(Fit::Kernels(cut.kernels));
     }
     // Pass 2: fold the partials of each output, in order.
@@ -1377,6 +1406,7 @@ fn fold_partials(
                 ("BODY", String::new()),
                 ("VALUE", value),
                 ("STORE", format!("{store}\n{tail}")),
+                ("LAST", String::new()),
             ];
             kernels.push(reduce_kernel(
                 false,
@@ -1403,6 +1433,39 @@ fn fold_partials(
         Some(fit) => Ok(fit),
         None => Ok(Fit::Kernels(cut.kernels)),
     }
+}
+
+/// The LAST hole of `shaders/reduce.wgsl` for one output's `count` chunk
+/// results in `dst` (`reduce_last.wgsl`): the last workgroup to count its
+/// chunk in `counter` folds them, stores the reduction and runs its
+/// epilogue.
+#[allow(clippy::too_many_arguments)]
+fn last_fold(
+    e: &mut Emitter,
+    stored: &HashMap<NodeId, BufId>,
+    op: ReduceOp,
+    dst: BufId,
+    counter: BufId,
+    count: usize,
+    target: Target,
+    epilogue: &[Target],
+) -> String {
+    e.set_range("r", 0, count - 1);
+    let partial = e.load(dst, "r");
+    let done = e.counter(counter, "0u");
+    // The output's index (`slot` in the snippet, as in a second pass).
+    e.set_range("slot", 0, 0);
+    let store = e.store_statement(target.buf, "slot", "total");
+    let tail = emit_epilogue(e, stored, target.node, epilogue);
+    fill(
+        REDUCE_LAST,
+        &[
+            ("COUNTER", &done),
+            ("IDENTITY", &f32_literal(op.identity())),
+            ("PARTIAL", &partial),
+            ("FINAL", &format!("{store}\n{tail}")),
+        ],
+    )
 }
 
 /// The iteration space of one reduction dispatch: the slots it folds
