@@ -48,13 +48,9 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_id) sg: u32,
     @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) subgroup_size: u32,
-    @builtin(num_subgroups) num_subgroups: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_subgroups) nsg: u32,
 ) {
-    // The built-ins, or constants where the adapter has one subgroup size
-    // (the row loop's index arithmetic then folds away).
-    let sg_size: u32 = {{SG_SIZE}};
-    let nsg: u32 = {{NUM_SUBGROUPS}};
     for (var group: u32 = wid.x; group < GROUPS; group += nwg.x) {
 {{COLS}}
         for (var first: u32 = ROW_START + group * nsg; first < ROW_END; first += GROUPS * nsg) {

@@ -2,7 +2,7 @@
 
 use crate::backend::cpu;
 use crate::backend::cpu_fast::{CpuOptions, FastPlan};
-use crate::backend::wgpu::device::{GpuContext, GpuLimits, GpuOptions};
+use crate::backend::wgpu::device::{GpuContext, GpuOptions};
 use crate::backend::wgpu::program::GpuProgram;
 use crate::backend::wgpu::schedule::{self, Request};
 use crate::error::{Error, Result};
@@ -311,13 +311,6 @@ impl Graph {
     /// WebGPU's default limits and validated with naga; no GPU needed.
     #[track_caller]
     pub fn wgsl(&self, outputs: &[Var<'_>]) -> Result<Vec<String>> {
-        self.wgsl_for(outputs, &GpuLimits::default())
-    }
-
-    /// [`Graph::wgsl`] planned for `limits` (an adapter's, as
-    /// [`GpuContext::limits`] gives them).
-    #[track_caller]
-    pub fn wgsl_for(&self, outputs: &[Var<'_>], limits: &GpuLimits) -> Result<Vec<String>> {
         self.own(outputs.iter())?;
         let nodes = self.nodes().clone();
         let outs: Vec<NodeId> = outputs.iter().map(|v| v.id()).collect();
@@ -338,7 +331,7 @@ impl Graph {
                 inputs: &inputs,
                 params: &params,
             },
-            limits,
+            &Default::default(),
         )?;
         Ok(plan.kernels.into_iter().map(|k| k.wgsl).collect())
     }

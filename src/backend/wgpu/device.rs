@@ -15,9 +15,9 @@ pub struct GpuLimits {
     pub max_workgroups: u32,
     /// Most storage buffers one kernel may bind.
     pub max_storage_buffers: u32,
-    /// The smallest and the largest subgroup the adapter runs, where
-    /// kernels may use subgroup operations (`None`: they may not).
-    pub subgroup_sizes: Option<(u32, u32)>,
+    /// The smallest subgroup the adapter runs, where kernels may use
+    /// subgroup operations (`None`: they may not).
+    pub min_subgroup_size: Option<u32>,
     /// Whether a storage barrier orders memory across workgroups (a
     /// device-scope fence, as on Vulkan), so that the last workgroup of a
     /// reduction to count its chunk done can fold the others' results in
@@ -34,7 +34,7 @@ impl Default for GpuLimits {
             max_buffer: l.max_buffer_size,
             max_workgroups: l.max_compute_workgroups_per_dimension,
             max_storage_buffers: l.max_storage_buffers_per_shader_stage,
-            subgroup_sizes: None,
+            min_subgroup_size: None,
             device_fences: false,
         }
     }
@@ -167,10 +167,7 @@ impl GpuContext {
                 .map_or(adapter_limits.max_storage_buffers_per_shader_stage, |m| {
                     m.min(adapter_limits.max_storage_buffers_per_shader_stage)
                 }),
-            subgroup_sizes: subgroups.then_some((
-                info.subgroup_min_size,
-                info.subgroup_max_size.max(info.subgroup_min_size),
-            )),
+            min_subgroup_size: subgroups.then_some(info.subgroup_min_size),
             // SPIR-V's storageBarrier is a device-scope acquire-release
             // fence. Metal's threadgroup barriers order memory only within a
             // threadgroup, and DX12 untested: they fold in two dispatches.
@@ -190,12 +187,11 @@ impl GpuContext {
         }))
     }
 
-    /// "Vulkan DiscreteGpu 'NVIDIA H100 80GB HBM3', subgroups of 32 lanes",
+    /// "Vulkan DiscreteGpu 'NVIDIA H100 80GB HBM3', subgroups of 32+ lanes",
     /// for people.
     pub fn describe(&self) -> String {
-        let subgroups = match self.limits.subgroup_sizes {
-            Some((min, max)) if min == max => format!(", subgroups of {min} lanes"),
-            Some((min, max)) => format!(", subgroups of {min}–{max} lanes"),
+        let subgroups = match self.limits.min_subgroup_size {
+            Some(size) => format!(", subgroups of {size}+ lanes"),
             None => String::new(),
         };
         format!(

@@ -2004,6 +2004,12 @@ impl RowColFolds {
 
 /// The folds of `shaders/rowcol_subgroup.wgsl`: lane `lane` of a subgroup
 /// takes the row elements lane + j·sg_size, j < `cols`.
+///
+/// Tried and dropped: reading a broadcast that is the same in every row
+/// (logreg's v) once per lane element before the rows, not in every row
+/// from the cache, took `cols` more registers per lane, and logreg's pass
+/// over X went from 0.387 to 0.436 ms at 2^28 on an H100. Making the
+/// subgroup size a constant (NVIDIA has only 32) changed nothing there.
 struct LaneFolds {
     cols: usize,
     /// How many subgroups a workgroup has at most (of the smallest size).
@@ -2015,14 +2021,6 @@ struct LaneFolds {
     /// The nodes, and their buffers, that both operands read at their own
     /// index: loaded once per element, for both folds.
     shared: Vec<(NodeId, BufId)>,
-    /// WGSL: the first source index of the dispatch's first row.
-    first_row: String,
-    /// Broadcasts the operands read that are the same in every row (a
-    /// matrix product's vector): computed once per lane element, before
-    /// the rows, not loaded again in each.
-    columnwise: Vec<NodeId>,
-    /// The subgroup size, where the adapter has only one.
-    fixed_size: Option<usize>,
 }
 
 impl LaneFolds {
@@ -2052,14 +2050,11 @@ impl LaneFolds {
         s + &format!("let total = {}(acc);\n", op.subgroup_wgsl())
     }
 
-    /// Lane element `j` of `o` folded into `acc`, the shared nodes and the
-    /// columnwise broadcasts read from their registers.
+    /// Lane element `j` of `o` folded into `acc`, the shared nodes read from
+    /// their registers.
     fn fold(&self, e: &mut Emitter, j: usize, o: NodeId, op: ReduceOp, acc: &str) -> String {
         for &(n, _) in &self.shared {
             e.preset(n, "idx", &format!("x{j}_{}", n.index()));
-        }
-        for &h in &self.columnwise {
-            e.preset(h, "idx", &format!("c{j}_{}", h.index()));
         }
         let value = e.value(o, "idx");
         let body = e.take_body();
@@ -2077,51 +2072,11 @@ impl LaneFolds {
         format!("{per_row}{folds}")
     }
 
-    /// The column folds' accumulators, and the columnwise broadcasts at
-    /// each lane element (computed at the dispatch's first row).
-    fn declare_cols(&self, e: &mut Emitter, op: ReduceOp) -> String {
+    fn declare_cols(&self, op: ReduceOp) -> String {
         let identity = f32_literal(op.identity());
-        let mut s = String::new();
-        for j in 0..self.cols {
-            let _ = writeln!(s, "var col{j}: f32 = {identity};");
-            if self.columnwise.is_empty() {
-                continue;
-            }
-            // Each at `idx` in a block of its own, as in `fold`.
-            let offset = strided_expr(
-                &self.offset,
-                &format!("min(lane + {j}u * sg_size, ROW_LEN - 1u)"),
-            );
-            let values: Vec<String> = self.columnwise.iter().map(|&h| e.value(h, "idx")).collect();
-            let body = e.take_body();
-            let mut sets = String::new();
-            for (&h, v) in self.columnwise.iter().zip(values) {
-                let c = format!("c{j}_{}", h.index());
-                let _ = writeln!(s, "var {c}: f32;");
-                let _ = writeln!(sets, "{c} = {v};");
-            }
-            let _ = writeln!(
-                s,
-                "{{\nlet idx: u32 = {} + {offset};\n{body}{sets}}}",
-                self.first_row
-            );
-        }
-        s
-    }
-
-    /// The template's subgroup size and count: constants where the adapter
-    /// has one size, else the built-ins.
-    fn sizes(&self) -> [(&'static str, String); 2] {
-        match self.fixed_size {
-            Some(size) => [
-                ("SG_SIZE", format!("{size}u")),
-                ("NUM_SUBGROUPS", format!("{}u", WORKGROUP / size)),
-            ],
-            None => [
-                ("SG_SIZE", "subgroup_size".to_string()),
-                ("NUM_SUBGROUPS", "num_subgroups".to_string()),
-            ],
-        }
+        (0..self.cols)
+            .map(|j| format!("var col{j}: f32 = {identity};\n"))
+            .collect()
     }
 
     /// Subgroup `s`'s columns folded into `scratch` (the first's stored).
@@ -2154,41 +2109,6 @@ fn direct_loads(id: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>, out:
         for &j in &node.inputs {
             direct_loads(j, nodes, loads, out);
         }
-    }
-}
-
-/// The broadcasts over `shape` that `id` reads at its own index, through
-/// element-wise ops, whose operand is the same in every row (size 1 along
-/// every axis but the row reduction's `axes`).
-fn column_broadcasts(
-    id: NodeId,
-    shape: &Shape,
-    axes: &[usize],
-    nodes: &[Node],
-    loads: &HashMap<NodeId, BufId>,
-    out: &mut Vec<NodeId>,
-) {
-    if loads.contains_key(&id) || out.contains(&id) {
-        return;
-    }
-    let node = &nodes[id.index()];
-    match node.op {
-        Op::Unary(_) | Op::Binary(_) | Op::Select => {
-            for &j in &node.inputs {
-                column_broadcasts(j, shape, axes, nodes, loads, out);
-            }
-        }
-        Op::Broadcast if node.shape == *shape => {
-            let input = &nodes[node.inputs[0].index()].shape;
-            let pad = shape.rank() - input.rank();
-            let across_rows = (0..shape.rank())
-                .filter(|k| !axes.contains(k))
-                .all(|k| k < pad || input.0[k - pad] == 1);
-            if across_rows {
-                out.push(id);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -2275,10 +2195,10 @@ fn rowcol(
     // With subgroup operations, a subgroup folds a row without barriers,
     // where each lane's share of a row fits its registers.
     let lanes = limits
-        .subgroup_sizes
-        .map(|(min, max)| (min as usize, max as usize))
-        .filter(|&(size, _)| row_len.div_ceil(size) <= MAX_COLS_PER_LANE && size <= WORKGROUP)
-        .map(|(size, largest)| {
+        .min_subgroup_size
+        .map(|size| size as usize)
+        .filter(|&size| row_len.div_ceil(size) <= MAX_COLS_PER_LANE && size <= WORKGROUP)
+        .map(|size| {
             let mut shared = Vec::new();
             let (mut in1, mut in2) = (Vec::new(), Vec::new());
             direct_loads(o1, nodes, loads, &mut in1);
@@ -2288,18 +2208,12 @@ fn rowcol(
                     shared.push((n, loads[&n]));
                 }
             }
-            let mut columnwise = Vec::new();
-            column_broadcasts(o1, shape, axes, nodes, loads, &mut columnwise);
-            column_broadcasts(o2, shape, axes, nodes, loads, &mut columnwise);
             LaneFolds {
                 cols: row_len.div_ceil(size),
                 max_subgroups: WORKGROUP / size,
                 slot: folds.slot.clone(),
                 offset: offset.clone(),
                 shared,
-                first_row: strided_expr(&base, "ROW_START"),
-                columnwise,
-                fixed_size: (size == largest).then_some(size),
             }
         });
     let planned = buffers.len();
@@ -2332,10 +2246,6 @@ fn rowcol(
                 let first = k * groups * row_len;
                 e.set_range(&at, first, first + groups * row_len - 1);
             }
-            let cols = match &lanes {
-                Some(l) => l.declare_cols(&mut e, *op2),
-                None => folds.declare_cols(*op2),
-            };
             let row = match &lanes {
                 Some(l) => l.row(&mut e, o1, *op1),
                 None => {
@@ -2382,20 +2292,18 @@ fn rowcol(
             let specific = match &lanes {
                 Some(l) => [
                     ("MAX_SUBGROUPS", l.max_subgroups.to_string()),
-                    ("COLS", cols),
+                    ("COLS", l.declare_cols(*op2)),
                     ("ROW", row),
                     ("SCRATCH", l.scratch(*op2)),
                     ("STORES", stores),
                     ("STORE_PARTIALS", store_partial),
                 ]
-                .into_iter()
-                .chain(l.sizes())
-                .collect(),
+                .to_vec(),
                 None => [
                     ("TREE", TREE.to_string()),
                     ("TREE_N", folds.rows_at_once.to_string()),
                     ("TREE_COMBINE", op1.wgsl("scratch[k]", "scratch[k + s]")),
-                    ("COLS", cols),
+                    ("COLS", folds.declare_cols(*op2)),
                     ("ROW_FOLDS", row),
                     ("ACCS", folds.accs()),
                     ("STORES", folds.stores(&stores)),
