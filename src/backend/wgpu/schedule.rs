@@ -75,6 +75,9 @@ const UNROLL: usize = 4;
 /// 0.155 ms, 2.270 against 2.295), its second pass 0.004 ms slower.
 const CHUNK_TARGET: usize = 4096;
 const MAX_CHUNKS: usize = 4096;
+/// At most this many where the dispatch folds its chunks itself (see
+/// `shaders/reduce_last.wgsl`): on an H100, 2^28 elements in chunks of 4096.
+const MAX_CHUNKS_FOLDED_HERE: usize = 65535;
 /// Outputs beyond this fill the device without chunking.
 const ENOUGH_OUTPUTS: usize = 512;
 /// Outputs folding at most this many elements each take a thread each
@@ -1168,30 +1171,37 @@ fn reduction(
     let cut = in_windows(limits, true, |slot_cuts, fold_cuts| {
         let folds = windows(len, fold_cuts);
         let fold_len = folds[0].len();
+        // One output's chunks in one dispatch: where the device has
+        // device-scope fences, the dispatch folds them itself.
+        let fold_here = limits.device_fences && outs == 1 && slot_cuts == 1 && fold_cuts == 1;
+        let most = if fold_here {
+            MAX_CHUNKS_FOLDED_HERE
+        } else {
+            MAX_CHUNKS
+        };
         let groups = if fold_len <= CHUNK_TARGET || outs >= ENOUGH_OUTPUTS {
             1
         } else {
-            fold_len.div_ceil(CHUNK_TARGET).min(MAX_CHUNKS)
+            fold_len.div_ceil(CHUNK_TARGET).min(most)
         };
         let slot_windows = windows(outs * groups, slot_cuts);
         let count = groups * folds.len();
         let dst = results_buffer(buffers, planned, target, outs, count);
-        // One output's chunks in one dispatch: where the device has
-        // device-scope fences, the last workgroup folds them, with a
-        // counter of the chunks done.
-        let counter = (limits.device_fences
-            && outs == 1
-            && count > 1
-            && slot_windows.len() == 1
-            && folds.len() == 1)
-            .then(|| {
+        let here = (fold_here && count > 1).then(|| {
+            let blocks = count.div_ceil(WORKGROUP);
+            for numel in [blocks, blocks + 1] {
                 buffers.push(BufSpec {
-                    numel: 1,
+                    numel,
                     kind: BufKind::Temp,
                 });
-                buffers.len() - 1
-            });
-        partials = (dst, count, counter.is_some());
+            }
+            FoldedHere {
+                blocks,
+                block_results: buffers.len() - 2,
+                counters: buffers.len() - 1,
+            }
+        });
+        partials = (dst, count, here.is_some());
         let layout = Layout {
             buffers,
             chunk: binding_chunk,
@@ -1237,9 +1247,9 @@ fn reduction(
                     format!("{store}\n{epilogue_body}")
                 };
                 // The LAST hole, and what it declares (after the bindings).
-                let last = |e: &mut Emitter| match counter {
-                    Some(c) => (
-                        last_fold(e, stored, *op, dst, c, count, target, epilogue),
+                let last = |e: &mut Emitter| match here {
+                    Some(h) => (
+                        last_fold(e, stored, *op, dst, count, h, target, epilogue),
                         "var<workgroup> is_last: u32;\n",
                     ),
                     None => (String::new(), ""),
@@ -1435,24 +1445,39 @@ fn fold_partials(
     }
 }
 
+/// Where a reduction's dispatch folds its own chunks (`reduce_last.wgsl`):
+/// `blocks` blocks of WORKGROUP chunks, their results in `block_results`,
+/// their counters (and one of the blocks done) in `counters`.
+#[derive(Clone, Copy)]
+struct FoldedHere {
+    blocks: usize,
+    block_results: BufId,
+    counters: BufId,
+}
+
 /// The LAST hole of `shaders/reduce.wgsl` for one output's `count` chunk
-/// results in `dst` (`reduce_last.wgsl`): the last workgroup to count its
-/// chunk in `counter` folds them, stores the reduction and runs its
-/// epilogue.
+/// results in `dst`, folded in the same dispatch (`reduce_last.wgsl`):
+/// stores the reduction and runs its epilogue.
 #[allow(clippy::too_many_arguments)]
 fn last_fold(
     e: &mut Emitter,
     stored: &HashMap<NodeId, BufId>,
     op: ReduceOp,
     dst: BufId,
-    counter: BufId,
     count: usize,
+    here: FoldedHere,
     target: Target,
     epilogue: &[Target],
 ) -> String {
-    e.set_range("r", 0, count - 1);
-    let partial = e.load(dst, "r");
-    let done = e.counter(counter, "0u");
+    let blocks = here.blocks;
+    e.set_range("c", 0, count - 1);
+    e.set_range("blk", 0, blocks - 1);
+    e.set_range("b", 0, blocks - 1);
+    let partial = e.load(dst, "c");
+    let count_block = e.counter(here.counters, "blk");
+    let count_all = e.counter(here.counters, &format!("{blocks}u"));
+    let block_store = e.store_statement(here.block_results, "blk", "total");
+    let block_partial = e.load(here.block_results, "b");
     // The output's index (`slot` in the snippet, as in a second pass).
     e.set_range("slot", 0, 0);
     let store = e.store_statement(target.buf, "slot", "total");
@@ -1460,9 +1485,13 @@ fn last_fold(
     fill(
         REDUCE_LAST,
         &[
-            ("COUNTER", &done),
+            ("COUNT_ALL", &count_all),
+            ("COUNT", &count_block),
             ("IDENTITY", &f32_literal(op.identity())),
             ("PARTIAL", &partial),
+            ("BLOCK_STORE", &block_store),
+            ("BLOCK_PARTIAL", &block_partial),
+            ("BLOCKS", &blocks.to_string()),
             ("FINAL", &format!("{store}\n{tail}")),
         ],
     )
