@@ -413,3 +413,72 @@ fn a_sums_chunks_folded_in_its_own_dispatch_match_the_cpu_on_every_run() {
         }
     }
 }
+
+#[test]
+fn a_row_and_column_pass_folds_its_column_partials_in_its_own_dispatch() {
+    // Where the device has device-scope fences, a logreg step's pass over X
+    // folds the groups' column partials itself (in blocks of 32 groups),
+    // stores ∇v and updates v; elsewhere a second dispatch does. One block,
+    // 250 groups (eight blocks, the last short) and 129 (five, the last of
+    // one group); by subgroups and by workgroup trees. Three steps on new
+    // data each: the counters are back at 0 after a run.
+    let Some(gpu) = common::gpu() else { return };
+    use common::*;
+    let two = Device::gpu_with(&wgrad::GpuOptions {
+        no_device_fences: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let fences = matches!(&gpu, Device::Gpu(c) if c.limits().device_fences);
+    for (rows, d) in [(1000, 256), (9000, 64), (4099, 33)] {
+        let g = Graph::new();
+        let x = g.input("X", [rows, d]);
+        let t = g.input("t", [rows, 1]);
+        let v = g.param("v", [d, 1]);
+        let loss = x.matmul(v).logistic_loss(t);
+        let dv = g.grad(loss, &[v])[0];
+        let updates = [(v, v - 0.1 * dv)];
+        let mut r = rng((rows * d) as u64);
+        let v0: Vec<f32> = sample(&mut r, d, Domain::Any)
+            .iter()
+            .map(|&a| a as f32 * 0.1)
+            .collect();
+        let mut programs: Vec<wgrad::Program> = [&gpu, &two, &Device::cpu()]
+            .into_iter()
+            .map(|device| {
+                let mut p = g.compile_with_updates(device, &[loss], &updates).unwrap();
+                p.set_param("v", &v0).unwrap();
+                p
+            })
+            .collect();
+        let (a, b) = (programs[0].stats(), programs[1].stats());
+        if fences {
+            assert!(
+                a.dispatches < b.dispatches,
+                "{rows}x{d}: {a:?} against {b:?}"
+            );
+        }
+        for step in 0..3 {
+            let what = format!("{rows}x{d}, step {step}");
+            let xs: Vec<f32> = sample(&mut r, rows * d, Domain::Any)
+                .iter()
+                .map(|&a| a as f32)
+                .collect();
+            let ts: Vec<f32> = sample(&mut r, rows, Domain::Any)
+                .iter()
+                .map(|a| a.signum() as f32)
+                .collect();
+            let feeds = [("X", xs.as_slice()), ("t", ts.as_slice())];
+            let got: Vec<Vec<Vec<f32>>> = programs
+                .iter_mut()
+                .map(|p| {
+                    let mut out = p.run(&feeds).unwrap();
+                    out.push(p.param("v").unwrap());
+                    out
+                })
+                .collect();
+            assert_close(&format!("{what}, one dispatch"), &got[0], &got[2], 1e-4);
+            assert_close(&format!("{what}, two dispatches"), &got[1], &got[2], 1e-4);
+        }
+    }
+}

@@ -50,6 +50,7 @@ const ROWCOL_SUBGROUP: &str = include_str!("../../../shaders/rowcol_subgroup.wgs
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
 const REDUCE_LAST: &str = include_str!("../../../shaders/reduce_last.wgsl");
+const ROWCOL_LAST: &str = include_str!("../../../shaders/rowcol_last.wgsl");
 /// Row-then-column fusion takes rows in blocks of about this many elements
 /// per thread (each thread has a row's length / 256 elements of each row),
 /// at most `MAX_ROWS_AT_ONCE` rows: a block's loads are in flight together
@@ -78,6 +79,9 @@ const MAX_CHUNKS: usize = 4096;
 /// At most this many where the dispatch folds its chunks itself (see
 /// `shaders/reduce_last.wgsl`): on an H100, 2^28 elements in chunks of 4096.
 const MAX_CHUNKS_FOLDED_HERE: usize = 65535;
+/// A row+column kernel folding its column partials itself folds them in
+/// blocks of this many groups (`shaders/rowcol_last.wgsl`).
+const ROWCOL_BLOCK: usize = 32;
 /// Outputs beyond this fill the device without chunking.
 const ENOUGH_OUTPUTS: usize = 512;
 /// Outputs folding at most this many elements each take a thread each
@@ -1497,6 +1501,60 @@ fn last_fold(
     )
 }
 
+/// The LAST hole of the row+column templates for the column partials of
+/// `groups` groups in `partial`, folded in the same dispatch
+/// (`shaders/rowcol_last.wgsl`): stores the column reduction `r2` and runs
+/// its epilogue.
+#[allow(clippy::too_many_arguments)]
+fn rowcol_last(
+    e: &mut Emitter,
+    stored: &HashMap<NodeId, BufId>,
+    op: ReduceOp,
+    partial: BufId,
+    groups: usize,
+    row_len: usize,
+    here: FoldedHere,
+    r2: Target,
+    epilogue: &[Target],
+) -> String {
+    let blocks = here.blocks;
+    let rows_slot = e.range_of("slot");
+    let at = |e: &mut Emitter, idx: String, hi: usize| {
+        e.set_range(&idx, 0, hi);
+        idx
+    };
+    let p = at(e, "g * ROW_LEN + col".into(), groups * row_len - 1);
+    let partial = e.load(partial, &p);
+    let into = at(e, "blk * ROW_LEN + col".into(), blocks * row_len - 1);
+    let block_store = e.store_statement(here.block_results, &into, "acc");
+    let from = at(e, "b * ROW_LEN + col".into(), blocks * row_len - 1);
+    let block_partial = e.load(here.block_results, &from);
+    e.set_range("blk", 0, blocks - 1);
+    let count_block = e.counter(here.counters, "blk");
+    let count_all = e.counter(here.counters, &format!("{blocks}u"));
+    // The column's index (`slot` in the snippet, as in a second pass).
+    e.set_range("slot", 0, row_len - 1);
+    let store = e.store_statement(r2.buf, "slot", "total");
+    let tail = emit_epilogue(e, stored, r2.node, epilogue);
+    if let Some((lo, hi)) = rows_slot {
+        e.set_range("slot", lo, hi);
+    }
+    fill(
+        ROWCOL_LAST,
+        &[
+            ("COUNT_ALL", &count_all),
+            ("COUNT", &count_block),
+            ("IDENTITY", &f32_literal(op.identity())),
+            ("FOLD_PARTIAL", &op.wgsl("acc", &partial)),
+            ("BLOCK_STORE", &block_store),
+            ("FOLD_BLOCK", &op.wgsl("acc", &block_partial)),
+            ("BLOCKS", &blocks.to_string()),
+            ("BLOCK", &ROWCOL_BLOCK.to_string()),
+            ("FINAL", &format!("{store}\n{tail}")),
+        ],
+    )
+}
+
 /// The iteration space of one reduction dispatch: the slots it folds
 /// (`groups` chunks of each output), out of folds of `len` elements, the
 /// elements `fold` of each.
@@ -2246,9 +2304,10 @@ fn rowcol(
             }
         });
     let planned = buffers.len();
-    // The buffer of column partials the last cut built, and how many groups
-    // (of all its windows together) wrote them.
-    let mut partials = (0, 0);
+    // The buffer of column partials the last cut built, how many groups
+    // (of all its windows together) wrote them, and whether its kernel
+    // folds them too (`rowcol_last.wgsl`).
+    let mut partials = (0, 0, false);
     let cut = in_windows(limits, false, |n, _| {
         let row_windows = windows(rows, n);
         // Every window has as many groups as the first (the largest) needs.
@@ -2260,7 +2319,23 @@ fn rowcol(
             kind: BufKind::Temp,
         });
         let partial = buffers.len() - 1;
-        partials = (partial, all_groups);
+        // All rows in one dispatch: where the device has device-scope
+        // fences, the dispatch folds the column partials itself.
+        let here = (limits.device_fences && n == 1).then(|| {
+            let blocks = groups.div_ceil(ROWCOL_BLOCK);
+            for numel in [blocks * row_len, blocks + 1] {
+                buffers.push(BufSpec {
+                    numel,
+                    kind: BufKind::Temp,
+                });
+            }
+            FoldedHere {
+                blocks,
+                block_results: buffers.len() - 2,
+                counters: buffers.len() - 1,
+            }
+        });
+        partials = (partial, all_groups, here.is_some());
         let layout = Layout { buffers, chunk };
         let mut problem = None;
         let mut kernels = Vec::new();
@@ -2275,6 +2350,17 @@ fn rowcol(
                 let first = k * groups * row_len;
                 e.set_range(&at, first, first + groups * row_len - 1);
             }
+            // Emitted before the row's result and per-row values stand in
+            // for nodes (`substitute`): the fold of the columns reads none.
+            let last = match here {
+                Some(h) => (
+                    rowcol_last(
+                        &mut e, loads, *op2, partial, groups, row_len, h, r2, epilogue2,
+                    ),
+                    "var<workgroup> is_last: u32;\n",
+                ),
+                None => (String::new(), ""),
+            };
             let row = match &lanes {
                 Some(l) => l.row(&mut e, o1, *op1),
                 None => {
@@ -2310,7 +2396,8 @@ fn rowcol(
             let row_len_text = row_len.to_string();
             let groups_text = groups.to_string();
             let common = [
-                ("BINDINGS", e.declarations()),
+                ("BINDINGS", e.declarations() + last.1),
+                ("LAST", last.0),
                 ("ROW_START", start),
                 ("ROW_END", end),
                 ("ROW_LEN", row_len_text),
@@ -2360,13 +2447,19 @@ fn rowcol(
         }
         Ok(Cut { kernels, problem })
     })?;
+    let (partial, groups, folded) = partials;
     let mut all = vec![r1.node, r2.node];
     all.extend(ids(epilogue1));
+    if folded {
+        all.extend(ids(epilogue2));
+    }
     if let Some(fit) = fits(cut.problem, cut.widest(), nodes, loads, &all, limits)? {
         buffers.truncate(planned);
         return Ok(fit);
     }
-    let (partial, groups) = partials;
+    if folded {
+        return Ok(Fit::Kernels(cut.kernels));
+    }
     // Fold the partials of each column, then the column reduction's epilogue.
     let partials = Partials {
         buf: partial,
