@@ -8,13 +8,18 @@
 // device-scope release) and counts its group done in its block's counter
 // (COUNT). The one that counts a block's last group passes another (the
 // acquire) and folds each column's partials of the block's groups in order
-// (thread `lid` takes columns lid, lid + WG, …; PARTIAL is group `g`'s
-// partial of column `col`) into BLOCK_STORE, then counts the block done
-// (COUNT_ALL). The one that counts the last of the BLOCKS blocks folds each
-// column's block results in order (BLOCK_PARTIAL, block `b`) and stores
-// the column's total at its index `slot` (FINAL, with the column
-// reduction's epilogue). Fixed orders: the same bits on every run; each
-// counter is back at 0 for the next run.
+// into `acc` (thread `lid` takes columns lid, lid + WG, …; FOLD_PARTIALS)
+// and stores it (BLOCK_STORE), then counts the block done (COUNT_ALL). The
+// one that counts the last of the BLOCKS blocks folds each column's block
+// results in order (FOLD_BLOCKS) and stores the column's total at its index
+// `slot` (FINAL, with the column reduction's epilogue). Fixed orders: the
+// same bits on every run; each counter is back at 0 for the next run.
+//
+// The code generator writes each fold out in a straight line, every load
+// before the first fold, so that a column's loads are in flight at once.
+// (As a loop with the loads under a branch, each waited for the one before:
+// on an H100 logreg's pass took 0.462 ms, against 0.387 + 0.014 for the
+// pass and a second dispatch.)
         storageBarrier();
         let blk = group / {{BLOCK}}u;
         if (lid == 0u) {
@@ -24,13 +29,7 @@
         if (workgroupUniformLoad(&is_last) == 1u) {
             storageBarrier();
             for (var col: u32 = lid; col < ROW_LEN; col += WG) {
-                var acc: f32 = {{IDENTITY}};
-                for (var k: u32 = 0u; k < {{BLOCK}}u; k++) {
-                    let g = blk * {{BLOCK}}u + k;
-                    if (g < GROUPS) {
-                        acc = {{FOLD_PARTIAL}};
-                    }
-                }
+{{FOLD_PARTIALS}}
                 {{BLOCK_STORE}}
             }
             storageBarrier();
@@ -41,10 +40,7 @@
             if (workgroupUniformLoad(&is_last) == 1u) {
                 storageBarrier();
                 for (var col: u32 = lid; col < ROW_LEN; col += WG) {
-                    var acc: f32 = {{IDENTITY}};
-                    for (var b: u32 = 0u; b < {{BLOCKS}}u; b++) {
-                        acc = {{FOLD_BLOCK}};
-                    }
+{{FOLD_BLOCKS}}
                     let slot = col;
                     let total = acc;
                     {{FINAL}}

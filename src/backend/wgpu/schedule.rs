@@ -1519,16 +1519,35 @@ fn rowcol_last(
 ) -> String {
     let blocks = here.blocks;
     let rows_slot = e.range_of("slot");
-    let at = |e: &mut Emitter, idx: String, hi: usize| {
-        e.set_range(&idx, 0, hi);
-        idx
+    let identity = f32_literal(op.identity());
+    // `acc` folds `count` values in order, each loaded by `load(e, k)`
+    // first (with whether it is kept).
+    let straight = |e: &mut Emitter, count: usize, load: &dyn Fn(&mut Emitter, usize) -> String| {
+        let mut s = format!("var acc: f32 = {identity};\n");
+        for k in 0..count {
+            let _ = writeln!(s, "let x{k}: f32 = {};", load(e, k));
+        }
+        for k in 0..count {
+            let _ = writeln!(s, "acc = {};", op.wgsl("acc", &format!("x{k}")));
+        }
+        s
     };
-    let p = at(e, "g * ROW_LEN + col".into(), groups * row_len - 1);
-    let partial = e.load(partial, &p);
-    let into = at(e, "blk * ROW_LEN + col".into(), blocks * row_len - 1);
-    let block_store = e.store_statement(here.block_results, &into, "acc");
-    let from = at(e, "b * ROW_LEN + col".into(), blocks * row_len - 1);
-    let block_partial = e.load(here.block_results, &from);
+    // A group past the last reads the last, and is left out.
+    let fold_partials = straight(e, ROWCOL_BLOCK, &|e, k| {
+        let g = format!("min(blk * {ROWCOL_BLOCK}u + {k}u, GROUPS - 1u)");
+        let idx = format!("{g} * ROW_LEN + col");
+        e.set_range(&idx, 0, groups * row_len - 1);
+        let x = e.load(partial, &idx);
+        format!("select({identity}, {x}, blk * {ROWCOL_BLOCK}u + {k}u < GROUPS)")
+    });
+    let fold_blocks = straight(e, blocks, &|e, b| {
+        let idx = format!("{b}u * ROW_LEN + col");
+        e.set_range(&idx, b * row_len, (b + 1) * row_len - 1);
+        e.load(here.block_results, &idx)
+    });
+    let into = "blk * ROW_LEN + col";
+    e.set_range(into, 0, blocks * row_len - 1);
+    let block_store = e.store_statement(here.block_results, into, "acc");
     e.set_range("blk", 0, blocks - 1);
     let count_block = e.counter(here.counters, "blk");
     let count_all = e.counter(here.counters, &format!("{blocks}u"));
@@ -1544,10 +1563,9 @@ fn rowcol_last(
         &[
             ("COUNT_ALL", &count_all),
             ("COUNT", &count_block),
-            ("IDENTITY", &f32_literal(op.identity())),
-            ("FOLD_PARTIAL", &op.wgsl("acc", &partial)),
+            ("FOLD_PARTIALS", &fold_partials),
             ("BLOCK_STORE", &block_store),
-            ("FOLD_BLOCK", &op.wgsl("acc", &block_partial)),
+            ("FOLD_BLOCKS", &fold_blocks),
             ("BLOCKS", &blocks.to_string()),
             ("BLOCK", &ROWCOL_BLOCK.to_string()),
             ("FINAL", &format!("{store}\n{tail}")),
