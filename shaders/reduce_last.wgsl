@@ -15,6 +15,13 @@
 // shape, so the same inputs give the same bits on every run; each counter
 // is back at 0 for the next run.
 //
+// Only thread 0 stores what another workgroup reads (a chunk's or a block's
+// result), then fences and counts: a barrier is not known to order other
+// threads' stores before thread 0's count on every driver (a row+column
+// pass whose threads stored their columns' partials lost some on an H100).
+// The readers see thread 0's count through the workgroup barrier and then
+// pass their own device-scope fence.
+//
 // On an H100, the seed workload's pass over 2^28 elements took 2.266 ms in
 // 4096 chunks, 2.199 in 65535 (fewer tiles per workgroup: a shorter tail),
 // where one workgroup folding 65535 partials took 0.105 ms more.

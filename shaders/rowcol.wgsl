@@ -21,8 +21,7 @@
 // element past the row's end, reads a valid neighbour and is left out of
 // the fold by a select. Each workgroup then writes its column partials
 // (STORE_PARTIALS, those of a window's groups after the earlier windows');
-// a second pass of reduce.wgsl folds them (or, on a device with device-scope
-// fences, this dispatch: LAST, rowcol_last.wgsl). Fixed orders
+// a second pass of reduce.wgsl folds them. Fixed orders
 // throughout: the same bits on every run.
 {{PRELUDE}}
 {{BINDINGS}}
@@ -52,6 +51,5 @@ fn main(
 {{COLUMN_FOLDS}}
         }
 {{STORE_PARTIALS}}
-{{LAST}}
     }
 }

@@ -24,8 +24,7 @@
 // After its rows, each workgroup folds its subgroups' columns, subgroup 0
 // first, into `scratch` and writes them as its column partials
 // (STORE_PARTIALS, those of a window's groups after the earlier windows');
-// a second pass of reduce.wgsl folds them (or, on a device with device-scope
-// fences, this dispatch: LAST, rowcol_last.wgsl). Every fold has a fixed order
+// a second pass of reduce.wgsl folds them. Every fold has a fixed order
 // (a subgroup's fold is the device's own, the same on every run), so the
 // same inputs give the same bits on every run of a device.
 // (No `enable subgroups;`: naga 30 takes subgroup built-ins without it, and
@@ -76,6 +75,5 @@ fn main(
 {{STORE_PARTIALS}}
         }
         workgroupBarrier();
-{{LAST}}
     }
 }

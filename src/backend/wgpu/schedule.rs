@@ -50,7 +50,6 @@ const ROWCOL_SUBGROUP: &str = include_str!("../../../shaders/rowcol_subgroup.wgs
 /// The workgroup tree fold both reduction templates end in.
 const TREE: &str = include_str!("../../../shaders/tree.wgsl");
 const REDUCE_LAST: &str = include_str!("../../../shaders/reduce_last.wgsl");
-const ROWCOL_LAST: &str = include_str!("../../../shaders/rowcol_last.wgsl");
 /// Row-then-column fusion takes rows in blocks of about this many elements
 /// per thread (each thread has a row's length / 256 elements of each row),
 /// at most `MAX_ROWS_AT_ONCE` rows: a block's loads are in flight together
@@ -79,9 +78,6 @@ const MAX_CHUNKS: usize = 4096;
 /// At most this many where the dispatch folds its chunks itself (see
 /// `shaders/reduce_last.wgsl`): on an H100, 2^28 elements in chunks of 4096.
 const MAX_CHUNKS_FOLDED_HERE: usize = 65535;
-/// A row+column kernel folding its column partials itself folds them in
-/// blocks of this many groups (`shaders/rowcol_last.wgsl`).
-const ROWCOL_BLOCK: usize = 32;
 /// Outputs beyond this fill the device without chunking.
 const ENOUGH_OUTPUTS: usize = 512;
 /// Outputs folding at most this many elements each take a thread each
@@ -1501,78 +1497,6 @@ fn last_fold(
     )
 }
 
-/// The LAST hole of the row+column templates for the column partials of
-/// `groups` groups in `partial`, folded in the same dispatch
-/// (`shaders/rowcol_last.wgsl`): stores the column reduction `r2` and runs
-/// its epilogue.
-#[allow(clippy::too_many_arguments)]
-fn rowcol_last(
-    e: &mut Emitter,
-    stored: &HashMap<NodeId, BufId>,
-    op: ReduceOp,
-    partial: BufId,
-    groups: usize,
-    row_len: usize,
-    here: FoldedHere,
-    r2: Target,
-    epilogue: &[Target],
-) -> String {
-    let blocks = here.blocks;
-    let rows_slot = e.range_of("slot");
-    let identity = f32_literal(op.identity());
-    // `acc` folds `count` values in order, each loaded by `load(e, k)`
-    // first (with whether it is kept).
-    let straight = |e: &mut Emitter, count: usize, load: &dyn Fn(&mut Emitter, usize) -> String| {
-        let mut s = format!("var acc: f32 = {identity};\n");
-        for k in 0..count {
-            let _ = writeln!(s, "let x{k}: f32 = {};", load(e, k));
-        }
-        for k in 0..count {
-            let _ = writeln!(s, "acc = {};", op.wgsl("acc", &format!("x{k}")));
-        }
-        s
-    };
-    // A group past the last reads the last, and is left out.
-    let fold_partials = straight(e, ROWCOL_BLOCK, &|e, k| {
-        let g = format!("min(blk * {ROWCOL_BLOCK}u + {k}u, GROUPS - 1u)");
-        let idx = format!("{g} * ROW_LEN + col");
-        e.set_range(&idx, 0, groups * row_len - 1);
-        let x = e.load(partial, &idx);
-        format!("select({identity}, {x}, blk * {ROWCOL_BLOCK}u + {k}u < GROUPS)")
-    });
-    let fold_blocks = straight(e, blocks, &|e, b| {
-        let idx = format!("{b}u * ROW_LEN + col");
-        e.set_range(&idx, b * row_len, (b + 1) * row_len - 1);
-        e.load(here.block_results, &idx)
-    });
-    let into = "blk * ROW_LEN + col";
-    e.set_range(into, 0, blocks * row_len - 1);
-    let block_store = e.store_statement(here.block_results, into, "acc");
-    e.set_range("blk", 0, blocks - 1);
-    let count_block = e.counter(here.counters, "blk");
-    let count_all = e.counter(here.counters, &format!("{blocks}u"));
-    // The column's index (`slot` in the snippet, as in a second pass).
-    e.set_range("slot", 0, row_len - 1);
-    let store = e.store_statement(r2.buf, "slot", "total");
-    let tail = emit_epilogue(e, stored, r2.node, epilogue);
-    if let Some((lo, hi)) = rows_slot {
-        e.set_range("slot", lo, hi);
-    }
-    fill(
-        ROWCOL_LAST,
-        &[
-            ("COUNT_ALL", &count_all),
-            ("COUNT", &count_block),
-            ("FOLD_PARTIALS", &fold_partials),
-            ("BLOCK_STORE", &block_store),
-            ("FOLD_BLOCKS", &fold_blocks),
-            ("BLOCKS", &blocks.to_string()),
-            ("BLOCK", &ROWCOL_BLOCK.to_string()),
-            ("FINAL", &format!("{store}\n{tail}")),
-        ],
-    )
-}
-
 /// The iteration space of one reduction dispatch: the slots it folds
 /// (`groups` chunks of each output), out of folds of `len` elements, the
 /// elements `fold` of each.
@@ -2322,10 +2246,9 @@ fn rowcol(
             }
         });
     let planned = buffers.len();
-    // The buffer of column partials the last cut built, how many groups
-    // (of all its windows together) wrote them, and whether its kernel
-    // folds them too (`rowcol_last.wgsl`).
-    let mut partials = (0, 0, false);
+    // The buffer of column partials the last cut built, and how many groups
+    // (of all its windows together) wrote them.
+    let mut partials = (0, 0);
     let cut = in_windows(limits, false, |n, _| {
         let row_windows = windows(rows, n);
         // Every window has as many groups as the first (the largest) needs.
@@ -2337,23 +2260,7 @@ fn rowcol(
             kind: BufKind::Temp,
         });
         let partial = buffers.len() - 1;
-        // All rows in one dispatch: where the device has device-scope
-        // fences, the dispatch folds the column partials itself.
-        let here = (limits.device_fences && n == 1).then(|| {
-            let blocks = groups.div_ceil(ROWCOL_BLOCK);
-            for numel in [blocks * row_len, blocks + 1] {
-                buffers.push(BufSpec {
-                    numel,
-                    kind: BufKind::Temp,
-                });
-            }
-            FoldedHere {
-                blocks,
-                block_results: buffers.len() - 2,
-                counters: buffers.len() - 1,
-            }
-        });
-        partials = (partial, all_groups, here.is_some());
+        partials = (partial, all_groups);
         let layout = Layout { buffers, chunk };
         let mut problem = None;
         let mut kernels = Vec::new();
@@ -2368,17 +2275,6 @@ fn rowcol(
                 let first = k * groups * row_len;
                 e.set_range(&at, first, first + groups * row_len - 1);
             }
-            // Emitted before the row's result and per-row values stand in
-            // for nodes (`substitute`): the fold of the columns reads none.
-            let last = match here {
-                Some(h) => (
-                    rowcol_last(
-                        &mut e, loads, *op2, partial, groups, row_len, h, r2, epilogue2,
-                    ),
-                    "var<workgroup> is_last: u32;\n",
-                ),
-                None => (String::new(), ""),
-            };
             let row = match &lanes {
                 Some(l) => l.row(&mut e, o1, *op1),
                 None => {
@@ -2414,8 +2310,7 @@ fn rowcol(
             let row_len_text = row_len.to_string();
             let groups_text = groups.to_string();
             let common = [
-                ("BINDINGS", e.declarations() + last.1),
-                ("LAST", last.0),
+                ("BINDINGS", e.declarations()),
                 ("ROW_START", start),
                 ("ROW_END", end),
                 ("ROW_LEN", row_len_text),
@@ -2465,20 +2360,20 @@ fn rowcol(
         }
         Ok(Cut { kernels, problem })
     })?;
-    let (partial, groups, folded) = partials;
     let mut all = vec![r1.node, r2.node];
     all.extend(ids(epilogue1));
-    if folded {
-        all.extend(ids(epilogue2));
-    }
     if let Some(fit) = fits(cut.problem, cut.widest(), nodes, loads, &all, limits)? {
         buffers.truncate(planned);
         return Ok(fit);
     }
-    if folded {
-        return Ok(Fit::Kernels(cut.kernels));
-    }
-    // Fold the partials of each column, then the column reduction's epilogue.
+    let (partial, groups) = partials;
+    // Fold the partials of each column, then the column reduction's epilogue,
+    // in a second dispatch. Tried and dropped (ninth session, H100): the pass
+    // folding its own partials as a reduction does (`reduce_last.wgsl`), the
+    // last workgroup of each block of 32 groups, then of the blocks. The pass
+    // took 0.46–0.50 ms at 2^28 against 0.388 + 0.014 in two dispatches, and
+    // lost partials there: several threads stored them, and a storage
+    // barrier did not order their stores before one thread's count.
     let partials = Partials {
         buf: partial,
         groups,
