@@ -76,7 +76,10 @@ const UNROLL: usize = 4;
 const CHUNK_TARGET: usize = 4096;
 const MAX_CHUNKS: usize = 4096;
 /// At most this many where the dispatch folds its chunks itself (see
-/// `shaders/reduce_last.wgsl`): on an H100, 2^28 elements in chunks of 4096.
+/// `shaders/reduce_last.wgsl`, whose fold costs the same for any count):
+/// on an H100 the seed workload's pass over 2^28 elements took 2.266 ms in
+/// 4096 chunks, 2.246 in 16384 and 2.199 in 65535 (the most workgroups of
+/// one dispatch dimension there).
 const MAX_CHUNKS_FOLDED_HERE: usize = 65535;
 /// Outputs beyond this fill the device without chunking.
 const ENOUGH_OUTPUTS: usize = 512;
