@@ -19,8 +19,11 @@
 // result), then fences and counts: a barrier is not known to order other
 // threads' stores before thread 0's count on every driver (a row+column
 // pass whose threads stored their columns' partials lost some on an H100).
-// The readers see thread 0's count through the workgroup barrier and then
-// pass their own device-scope fence.
+// On the reading side thread 0's count is followed by two storage barriers:
+// the first makes it an acquire of what the counted workgroups stored, the
+// second hands that on to the workgroup's other threads, which read no
+// counter themselves (in Vulkan's memory model one barrier's release
+// precedes its own acquire, so one would not carry it).
 //
 // On an H100, the seed workload's pass over 2^28 elements took 2.266 ms in
 // 4096 chunks, 2.199 in 65535 (fewer tiles per workgroup: a shorter tail),
@@ -32,6 +35,7 @@
             is_last = u32(atomicAdd(&{{COUNT}}, 1u) == size - 1u);
         }
         if (workgroupUniformLoad(&is_last) == 1u) {
+            storageBarrier();
             storageBarrier();
             var acc: f32 = {{IDENTITY}};
             let c = blk * WG + lid;
@@ -48,6 +52,7 @@
                 is_last = u32(atomicAdd(&{{COUNT_ALL}}, 1u) == {{BLOCKS}}u - 1u);
             }
             if (workgroupUniformLoad(&is_last) == 1u) {
+                storageBarrier();
                 storageBarrier();
                 var acc: f32 = {{IDENTITY}};
                 for (var b: u32 = lid; b < {{BLOCKS}}u; b += WG) {
