@@ -197,15 +197,13 @@ impl<'a> Emitter<'a> {
     /// An expression loading element `idx` of buffer `buf`.
     pub fn load(&mut self, buf: BufId, idx: &str) -> String {
         if let Some((vector, lane)) = self.vec4_lane.get(&buf) {
-            let at = match self.offsets.get(idx) {
-                Some((base, k)) => Some((base.as_str(), *k)),
-                None => Some((idx, 0)),
+            let (base, k) = match self.offsets.get(idx) {
+                Some((base, k)) => (base.as_str(), *k),
+                None => (idx, 0),
             };
-            if let Some(("idx", k)) = at {
-                let j = *lane as i64 + k;
-                if (0..4).contains(&j) {
-                    return format!("{vector}[{j}u]");
-                }
+            let j = *lane as i64 + k;
+            if base == "idx" && (0..4).contains(&j) {
+                return format!("{vector}[{j}u]");
             }
         }
         self.use_buffer(buf, false, idx, View::F32);

@@ -75,7 +75,7 @@ impl GpuProgram {
         let make = |numel: usize, label: &str| -> Vec<Arc<wgpu::Buffer>> {
             (0..numel.div_ceil(chunk).max(1))
                 .map(|p| {
-                    let len = (numel - (p * chunk).min(numel)).min(chunk);
+                    let len = part_len(numel, chunk, p);
                     // Whole vec4s: a kernel reading a tensor as vec4s reads
                     // its last vec4 whole.
                     Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
@@ -242,7 +242,7 @@ impl GpuProgram {
         let (numel, chunk) = (self.plan.buffers[buf].numel, self.plan.chunk);
         for (p, part) in self.buffers[buf].iter().enumerate() {
             // The part's elements, not the whole vec4s its buffer holds.
-            let len = (numel - (p * chunk).min(numel)).min(chunk).max(1);
+            let len = part_len(numel, chunk, p).max(1);
             let offset = (p * chunk * 4) as u64;
             enc.copy_buffer_to_buffer(&part[self.parity], 0, staging, offset, len as u64 * 4);
         }
@@ -512,6 +512,12 @@ impl GpuProgram {
     pub fn kernels_wgsl(&self) -> Vec<String> {
         self.plan.kernels.iter().map(|k| k.wgsl.clone()).collect()
     }
+}
+
+/// How many of a planned buffer's `numel` elements its part `p` holds,
+/// in parts of `chunk` (0 for the one part of an empty buffer).
+fn part_len(numel: usize, chunk: usize, p: usize) -> usize {
+    (numel - (p * chunk).min(numel)).min(chunk)
 }
 
 /// Which of the plan's kernels the parameters' updates need: walking back
