@@ -1,8 +1,9 @@
 //! The CPU fast path: f32, fused, in chunks, on every core.
 //!
 //! A program is planned once ([`FastPlan::new`]) into passes, as on the GPU:
-//! only leaves, reductions and the values asked for are stored; everything
-//! else is computed inside the pass that needs it. A pass runs over one
+//! only leaves, reductions, the values asked for and the nodes that keep
+//! expressions at most `MAX_FUSED_DEPTH` deep are stored; everything else
+//! is computed inside the pass that needs it. A pass runs over one
 //! extent (its element-wise targets' elements, or its reductions'
 //! operands') in chunks (by default 1024 elements, 16384 where the pass
 //! derives index sets: see `CpuOptions::deriving_chunk`), and each chunk runs a
@@ -39,6 +40,7 @@
 //! vector width.
 
 use crate::backend::cpu::live_nodes;
+use crate::backend::depth_cuts;
 use crate::backend::native::{self, Expr, Jit, Kernel, KernelFn, Operand};
 use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
@@ -337,21 +339,29 @@ impl FastPlan {
         options: CpuOptions,
     ) -> FastPlan {
         let live = live_nodes(nodes, roots);
-        // Targets by group: a reduction of level L (one more than the highest
-        // level of the reductions it reads) and an element-wise root reading
-        // reductions up to level L - 1 both run in group L, after every
-        // reduction they read.
+        // Stored like reductions: the nodes that keep every pass's
+        // expressions shallow.
+        let mut cut = vec![false; nodes.len()];
+        for id in depth_cuts(nodes, &live, |n| {
+            is_leaf(n) || matches!(n.op, Op::Reduce { .. })
+        }) {
+            cut[id.index()] = true;
+        }
+        // Targets by group: a reduction (or cut) of level L (one more than
+        // the highest level of the reductions it reads) and an element-wise
+        // root reading reductions up to level L - 1 both run in group L,
+        // after every reduction they read.
         let mut level: Vec<usize> = vec![0; nodes.len()];
         let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
         for &i in &live {
             let node = &nodes[i];
             let below = node.inputs.iter().map(|j| level[j.index()]).max();
-            let is_reduce = matches!(node.op, Op::Reduce { .. });
-            level[i] = below.unwrap_or(0) + usize::from(is_reduce);
+            let stored_below = matches!(node.op, Op::Reduce { .. }) || cut[i];
+            level[i] = below.unwrap_or(0) + usize::from(stored_below);
             let id = NodeId(i as u32);
-            if !is_leaf(node) && (is_reduce || roots.contains(&id)) {
+            if !is_leaf(node) && (stored_below || roots.contains(&id)) {
                 groups
-                    .entry(level[i] + usize::from(!is_reduce))
+                    .entry(level[i] + usize::from(!stored_below))
                     .or_default()
                     .push(id);
             }

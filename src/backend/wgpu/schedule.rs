@@ -2,8 +2,9 @@
 //! compute them, in what order.
 //!
 //! Written to buffers are: inputs, parameters, reductions, the requested
-//! outputs and update values, and any node a kernel would otherwise need at
-//! too many indices or that reads too many buffers. Kernels *load* only
+//! outputs and update values, any node a kernel would otherwise need at
+//! too many indices or that reads too many buffers, and nodes that keep
+//! expressions at most `MAX_FUSED_DEPTH` deep (`depth_cuts`). Kernels *load* only
 //! leaves, reductions and those last nodes: everything else, requested
 //! outputs included, is recomputed inside the kernels that use it.
 //!
@@ -30,11 +31,12 @@
 use super::codegen::{fill, strided_expr, validate, Block, Emitter, Layout, Problem, MAX_ELEMENTS};
 use super::device::GpuLimits;
 use crate::backend::cpu::live_nodes;
+use crate::backend::depth_cuts;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, BinaryOp, Op, ReduceOp};
 use crate::shape::{Shape, StridedMap};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 
@@ -162,9 +164,15 @@ pub(crate) struct Request<'a> {
 
 /// Plan the kernels for `req`, validating every generated shader with naga.
 pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
-    let mut extra_stored: Vec<NodeId> = Vec::new();
+    // Stored from the start: what keeps every kernel's expressions shallow.
+    let mut roots: Vec<NodeId> = req.outputs.to_vec();
+    roots.extend(req.updates.iter().map(|u| u.1));
+    let live = live_nodes(req.nodes, &roots);
+    let mut extra_stored = depth_cuts(req.nodes, &live, |n| {
+        is_leaf(&n.op) || matches!(n.op, Op::Reduce { .. })
+    });
     loop {
-        match try_plan(req, limits, &extra_stored)? {
+        match try_plan(req, limits, &live, &extra_stored)? {
             Attempt::Done(plan) => {
                 debug_assert_eq!(read_before_written(&plan), None, "a plan out of order");
                 // Only the kernels of the final attempt: a graph that needs
@@ -203,11 +211,15 @@ struct Target {
     buf: BufId,
 }
 
-fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attempt> {
+/// Plan `req`, whose live nodes are `live`, storing the nodes of `extra` too.
+fn try_plan(
+    req: &Request,
+    limits: &GpuLimits,
+    live: &[usize],
+    extra: &[NodeId],
+) -> Result<Attempt> {
     let nodes = req.nodes;
-    let mut roots: Vec<NodeId> = req.outputs.to_vec();
-    roots.extend(req.updates.iter().map(|u| u.1));
-    let live = live_nodes(nodes, &roots);
+    let extra: HashSet<NodeId> = extra.iter().copied().collect();
 
     let mut buffers: Vec<BufSpec> = Vec::new();
     let mut new_buf = |numel: usize, kind: BufKind| {
@@ -261,7 +273,7 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
             || req.outputs.contains(&id)
             || extra.contains(&id)
     };
-    for &i in &live {
+    for &i in live {
         let id = NodeId(i as u32);
         if must_store(id) && !stored.contains_key(&id) {
             // A reshape of a stored value is that buffer read another way.
@@ -305,6 +317,14 @@ fn try_plan(req: &Request, limits: &GpuLimits, extra: &[NodeId]) -> Result<Attem
     let mut level: HashMap<NodeId, usize> = HashMap::new();
     let mut reads_memo: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let mut by_level: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
+    // Up the arena first, so that each level's walk stops at the stored
+    // values just below it (a chain of stored values would recurse as deep
+    // as it is long).
+    let mut up: Vec<NodeId> = targets.iter().map(|t| t.node).collect();
+    up.sort();
+    for id in up {
+        level_of(id, nodes, &loads, &mut level, &mut reads_memo);
+    }
     for t in &targets {
         let l = level_of(t.node, nodes, &loads, &mut level, &mut reads_memo);
         by_level.entry(l).or_default().push(*t);
@@ -1837,28 +1857,51 @@ fn emit_epilogue(
 /// Whether `id` reads the stored node `r` only at its own flat index: the
 /// path from `id` to `r` passes only element-wise ops and reshapes.
 fn at_own_index(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
+    at_own_index_memo(id, r, (nodes, loads), &mut HashMap::new())
+}
+
+/// `at_own_index`, each node's answer once: an expression that reads a
+/// value twice at every step down would otherwise take twice as long per
+/// step.
+fn at_own_index_memo(
+    id: NodeId,
+    r: NodeId,
+    ctx: (&[Node], &HashMap<NodeId, BufId>),
+    memo: &mut HashMap<NodeId, bool>,
+) -> bool {
+    let (nodes, loads) = ctx;
     if id == r || loads.contains_key(&id) {
         return true;
     }
+    if let Some(&known) = memo.get(&id) {
+        return known;
+    }
     let node = &nodes[id.index()];
-    match node.op {
+    let answer = match node.op {
         Op::Const(_) => true,
         Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape => node
             .inputs
             .iter()
-            .all(|&j| at_own_index(j, r, nodes, loads)),
+            .all(|&j| at_own_index_memo(j, r, ctx, memo)),
         _ => !node.inputs.iter().any(|&j| reaches(j, r, nodes, loads)),
-    }
+    };
+    memo.insert(id, answer);
+    answer
 }
 
 /// Whether `id`'s expression reads `r` at all.
 fn reaches(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
-    id == r
-        || (!loads.contains_key(&id)
-            && nodes[id.index()]
-                .inputs
-                .iter()
-                .any(|&j| reaches(j, r, nodes, loads)))
+    let mut seen = HashSet::new();
+    let mut stack = vec![id];
+    while let Some(n) = stack.pop() {
+        if n == r {
+            return true;
+        }
+        if !loads.contains_key(&n) && seen.insert(n) {
+            stack.extend(&nodes[n.index()].inputs);
+        }
+    }
+    false
 }
 
 /// Whether reduction `r2`'s operand is `r1`'s operand's shape, reduced over
@@ -1905,19 +1948,34 @@ fn per_row(
     nodes: &[Node],
     loads: &HashMap<NodeId, BufId>,
 ) -> bool {
+    per_row_memo(id, r1, rows, (nodes, loads), &mut HashMap::new())
+}
+
+/// `per_row`, each node's answer once (as `at_own_index_memo`).
+fn per_row_memo(
+    id: NodeId,
+    r1: NodeId,
+    rows: &Shape,
+    ctx: (&[Node], &HashMap<NodeId, BufId>),
+    memo: &mut HashMap<NodeId, bool>,
+) -> bool {
+    let (nodes, loads) = ctx;
     if id == r1 {
         return false;
     }
     if loads.contains_key(&id) {
         return true;
     }
+    if let Some(&known) = memo.get(&id) {
+        return known;
+    }
     let node = &nodes[id.index()];
-    match node.op {
+    let answer = match node.op {
         Op::Const(_) => true,
         Op::Unary(_) | Op::Binary(_) | Op::Select => node
             .inputs
             .iter()
-            .all(|&j| per_row(j, r1, rows, nodes, loads)),
+            .all(|&j| per_row_memo(j, r1, rows, ctx, memo)),
         Op::Broadcast => {
             let input = &nodes[node.inputs[0].index()].shape;
             let mut padded = vec![1; node.shape.rank() - input.rank()];
@@ -1927,7 +1985,9 @@ fn per_row(
                 || (one_per_row && at_own_index(node.inputs[0], r1, nodes, loads))
         }
         _ => !node.inputs.iter().any(|&j| reaches(j, r1, nodes, loads)),
-    }
+    };
+    memo.insert(id, answer);
+    answer
 }
 
 /// The straight-line folds of `shaders/rowcol.wgsl`: a block of
@@ -2125,21 +2185,26 @@ impl LaneFolds {
 }
 
 /// The stored nodes `id` reads at its own flat index, through element-wise
-/// ops and reshapes.
+/// ops and reshapes, added to `out` in the order a walk down the inputs
+/// meets them.
 fn direct_loads(id: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>, out: &mut Vec<NodeId>) {
-    if loads.contains_key(&id) {
-        if !out.contains(&id) {
-            out.push(id);
+    let mut seen = HashSet::new();
+    // Inputs are pushed last first, so that the first is walked first.
+    let mut stack = vec![id];
+    while let Some(n) = stack.pop() {
+        if loads.contains_key(&n) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+            continue;
         }
-        return;
-    }
-    let node = &nodes[id.index()];
-    if matches!(
-        node.op,
-        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape
-    ) {
-        for &j in &node.inputs {
-            direct_loads(j, nodes, loads, out);
+        let node = &nodes[n.index()];
+        let elementwise = matches!(
+            node.op,
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape
+        );
+        if elementwise && seen.insert(n) {
+            stack.extend(node.inputs.iter().rev());
         }
     }
 }
@@ -2156,25 +2221,26 @@ fn row_broadcasts(
     loads: &HashMap<NodeId, BufId>,
     out: &mut Vec<NodeId>,
 ) {
-    if loads.contains_key(&id) || out.contains(&id) {
-        return;
-    }
-    let node = &nodes[id.index()];
-    match node.op {
-        Op::Unary(_) | Op::Binary(_) | Op::Select => {
-            for &j in &node.inputs {
-                row_broadcasts(j, shape, rows, nodes, loads, out);
-            }
+    let mut seen = HashSet::new();
+    // As in `direct_loads`: inputs pushed last first.
+    let mut stack = vec![id];
+    while let Some(n) = stack.pop() {
+        if loads.contains_key(&n) || !seen.insert(n) {
+            continue;
         }
-        Op::Broadcast if node.shape == *shape => {
-            let input = &nodes[node.inputs[0].index()].shape;
-            let mut padded = vec![1; shape.rank() - input.rank()];
-            padded.extend(&input.0);
-            if padded == rows.0 {
-                out.push(id);
+        let node = &nodes[n.index()];
+        match node.op {
+            Op::Unary(_) | Op::Binary(_) | Op::Select => stack.extend(node.inputs.iter().rev()),
+            Op::Broadcast if node.shape == *shape => {
+                let input = &nodes[node.inputs[0].index()].shape;
+                let mut padded = vec![1; shape.rank() - input.rank()];
+                padded.extend(&input.0);
+                if padded == rows.0 {
+                    out.push(n);
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -1,0 +1,71 @@
+//! Graphs as deep as an unrolled loop, and recurrences that read their
+//! state twice a step, compile in time linear in their size and within a
+//! test thread's stack (2 MiB), and match the f64 reference.
+
+mod common;
+use common::*;
+use wgrad::{Device, Graph, Var};
+
+/// `steps` steps of y ← sin(0.999·y) + 0.001 from x (three ops a step), as
+/// a simulation differentiated through its time steps records it; the
+/// loss Σy and its gradient.
+fn unrolled(g: &Graph, n: usize, steps: usize) -> Vec<Var<'_>> {
+    let x = g.input("x", [n]);
+    let mut y = x;
+    for _ in 0..steps {
+        y = (y * 0.999).sin() + 0.001;
+    }
+    with_gradients(y.sum(), &[x])
+}
+
+/// `steps` steps of y ← 0.5·√(y·y + 1) + 0.25·y: each step reads y three
+/// times, so a walk down the expression that does not remember where it
+/// has been takes 3^steps visits.
+fn recurrence(g: &Graph, n: usize, steps: usize) -> Vec<Var<'_>> {
+    let x = g.input("x", [n]);
+    let mut y = x;
+    for _ in 0..steps {
+        y = (y * y + 1.0).sqrt() * 0.5 + y * 0.25;
+    }
+    with_gradients(y.sum(), &[x])
+}
+
+fn data(n: usize) -> Vec<(String, Vec<f64>)> {
+    vec![("x".into(), sample(&mut rng(31), n, Domain::Any))]
+}
+
+#[test]
+fn a_loop_unrolled_to_100000_ops_matches_the_reference_on_the_cpu_fast_path() {
+    let g = Graph::new();
+    let outputs = unrolled(&g, 100, 33_334);
+    check_against_reference(
+        &Device::cpu_f32(),
+        &g,
+        &outputs,
+        &data(100),
+        1e-3,
+        "unrolled",
+    );
+}
+
+#[test]
+fn a_loop_unrolled_to_3000_ops_matches_the_reference_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let g = Graph::new();
+    let outputs = unrolled(&g, 1000, 1000);
+    let kernels = check_against_reference(&gpu, &g, &outputs, &data(1000), 1e-3, "unrolled");
+    // Fused whole, it would be one kernel of ~10^4 lines.
+    assert!(kernels.len() > 4, "{} kernels", kernels.len());
+}
+
+#[test]
+fn a_recurrence_reading_its_state_three_times_a_step_compiles_on_every_device() {
+    let mut devices = vec![Device::cpu(), Device::cpu_f32()];
+    devices.extend(gpu());
+    for device in &devices {
+        let g = Graph::new();
+        let outputs = recurrence(&g, 1000, 60);
+        let what = format!("recurrence on {}", device.describe());
+        check_against_reference(device, &g, &outputs, &data(1000), 1e-4, &what);
+    }
+}
