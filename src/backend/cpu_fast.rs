@@ -347,6 +347,10 @@ impl FastPlan {
         }) {
             cut[id.index()] = true;
         }
+        let mut is_root = vec![false; nodes.len()];
+        for r in roots {
+            is_root[r.index()] = true;
+        }
         // Targets by group: a reduction (or cut) of level L (one more than
         // the highest level of the reductions it reads) and an element-wise
         // root reading reductions up to level L - 1 both run in group L,
@@ -359,7 +363,7 @@ impl FastPlan {
             let stored_below = matches!(node.op, Op::Reduce { .. }) || cut[i];
             level[i] = below.unwrap_or(0) + usize::from(stored_below);
             let id = NodeId(i as u32);
-            if !is_leaf(node) && (stored_below || roots.contains(&id)) {
+            if !is_leaf(node) && (stored_below || is_root[i]) {
                 groups
                     .entry(level[i] + usize::from(!stored_below))
                     .or_default()

@@ -713,16 +713,19 @@ impl Cut {
 /// matrix needs both). Each way of cutting goes on up to `MAX_WINDOWS`
 /// dispatches, or until three finer cuts in a row bind no fewer buffers (a
 /// window of a tensor read out of order reaches all its parts however
-/// narrow). Where none fits, the whole range, built last, so that whatever
-/// `build` planned is its own.
+/// narrow). None is tried where every window binds at least `floor`
+/// buffers, more than the device allows. Where none fits, the whole range,
+/// built last, so that whatever `build` planned is its own.
 fn in_windows(
     limits: &GpuLimits,
     cut_folds: bool,
+    floor: usize,
     mut build: impl FnMut(usize, usize) -> Result<Cut>,
 ) -> Result<Cut> {
     let max = limits.max_storage_buffers as usize;
     let whole = build(1, 1)?;
-    if whole.problem.is_some() || whole.widest() <= max {
+    // Trying windows costs their code: dozens of kernels per way of cutting.
+    if whole.problem.is_some() || whole.widest() <= max || floor > max {
         return Ok(whole);
     }
     for (slots, folds) in [(true, false), (false, true), (true, true)] {
@@ -743,6 +746,15 @@ fn in_windows(
         }
     }
     build(1, 1)
+}
+
+/// The fewest bindings any window of a kernel takes: one for each buffer
+/// it reads at its own index (`reads`: every element reads each) and one
+/// for each buffer of `targets` (every element writes each).
+fn fewest_bindings(stored: &HashMap<NodeId, BufId>, reads: &[NodeId], targets: &[Target]) -> usize {
+    let read = reads.iter().map(|n| stored[n]);
+    let bufs: HashSet<BufId> = read.chain(targets.iter().map(|t| t.buf)).collect();
+    bufs.len()
 }
 
 /// `0..len` in at most `n` windows. Windows (but the last) have one
@@ -903,7 +915,15 @@ fn elementwise_kernels(
         };
         (spec, e.problem)
     };
-    let cut = in_windows(limits, true, |cuts, col_cuts| {
+    let floor = fewest_bindings(
+        stored,
+        &own_index_reads(nodes, stored, &[], targets),
+        targets,
+    );
+    if targets.len() > 1 && floor > limits.max_storage_buffers as usize {
+        return split(ctx, buffers, extent, targets);
+    }
+    let cut = in_windows(limits, true, floor, |cuts, col_cuts| {
         let (kernels, problems): (Vec<_>, Vec<_>) = if col_cuts == 1 {
             let ranges = windows(extent, cuts);
             ranges
@@ -934,20 +954,23 @@ fn elementwise_kernels(
         &ids(targets),
         limits,
     )? {
-        Some(Fit::Split) => {
-            let (a, b) = targets.split_at(targets.len() / 2);
-            let mut out = Vec::new();
-            for half in [a, b] {
-                match elementwise_kernels(ctx, buffers, extent, half)? {
-                    Fit::Kernels(ks) => out.extend(ks),
-                    other => return Ok(other),
-                }
-            }
-            Ok(Fit::Kernels(out))
-        }
+        Some(Fit::Split) => split(ctx, buffers, extent, targets),
         Some(other) => Ok(other),
         None => Ok(Fit::Kernels(cut.kernels)),
     }
+}
+
+/// The element-wise kernels of each half of `targets`.
+fn split(ctx: Ctx, buffers: &[BufSpec], extent: usize, targets: &[Target]) -> Result<Fit> {
+    let (a, b) = targets.split_at(targets.len() / 2);
+    let mut out = Vec::new();
+    for half in [a, b] {
+        match elementwise_kernels(ctx, buffers, extent, half)? {
+            Fit::Kernels(ks) => out.extend(ks),
+            other => return Ok(other),
+        }
+    }
+    Ok(Fit::Kernels(out))
 }
 
 /// The nodes `values` and `targets` read at their own flat index (through
@@ -961,10 +984,7 @@ fn own_index_reads(
     targets: &[Target],
 ) -> Vec<NodeId> {
     let computed = |t: &Target| stored.get(&t.node) == Some(&t.buf);
-    let mut direct = Vec::new();
-    for &v in values {
-        direct_loads(v, nodes, stored, &mut direct);
-    }
+    let mut from = values.to_vec();
     for t in targets {
         let node = &nodes[t.node.index()];
         let elementwise = matches!(
@@ -972,14 +992,18 @@ fn own_index_reads(
             Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape
         );
         if !computed(t) {
-            direct_loads(t.node, nodes, stored, &mut direct);
+            from.push(t.node);
         } else if elementwise {
-            for &j in &node.inputs {
-                direct_loads(j, nodes, stored, &mut direct);
-            }
+            from.extend(&node.inputs);
         }
     }
-    direct.retain(|n| !targets.iter().any(|t| t.node == *n && computed(t)));
+    let here: HashSet<NodeId> = targets
+        .iter()
+        .filter(|t| computed(t))
+        .map(|t| t.node)
+        .collect();
+    let mut direct = direct_loads(&from, nodes, stored);
+    direct.retain(|n| !here.contains(n));
     direct
 }
 
@@ -1184,6 +1208,13 @@ fn reduction(
             && base.offset % 4 == 0
             && strides(&base).iter().all(|s| s % 4 == 0)
     };
+    // Riders that cannot fit go their own way before any code is written:
+    // each level tries them with every reduction. Each rider writes its
+    // own buffer, so more riders than bindings cannot fit.
+    let max = limits.max_storage_buffers as usize;
+    if riders.len() > max {
+        return Ok(Fit::Split);
+    }
     let reads = own_index_reads(nodes, stored, &[operand], riders);
     let label = format!("{}[{len}] -> %{}", op.name(), target.node.index());
     let planned = buffers.len();
@@ -1191,7 +1222,11 @@ fn reduction(
     // how many partials per output (1: the results themselves), and
     // whether its kernel folds them too (`reduce_last.wgsl`).
     let mut partials = (target.buf, 1, false);
-    let cut = in_windows(limits, true, |slot_cuts, fold_cuts| {
+    let floor = fewest_bindings(stored, &reads, riders);
+    if !riders.is_empty() && floor > max {
+        return Ok(Fit::Split);
+    }
+    let cut = in_windows(limits, true, floor, |slot_cuts, fold_cuts| {
         let folds = windows(len, fold_cuts);
         let fold_len = folds[0].len();
         // One output's chunks in one dispatch: where the device has
@@ -1410,7 +1445,7 @@ fn fold_partials(
         output_stride,
         stride,
     } = *partials;
-    let cut = in_windows(ctx.limits, false, |n, _| {
+    let cut = in_windows(ctx.limits, false, 0, |n, _| {
         let slot_windows = windows(outs, n);
         let mut problem = None;
         let mut kernels = Vec::new();
@@ -1713,7 +1748,7 @@ fn matmul_kernel(
     // Where the last cut built leaves the products: the buffer, and how
     // many partials per output (1: the products themselves).
     let mut partials = (target.buf, 1);
-    let cut = in_windows(limits, true, |row_cuts, k_cuts| {
+    let cut = in_windows(limits, true, 0, |row_cuts, k_cuts| {
         // Rows of tiles over all batches, `tiles_m` per batch.
         let row_windows = windows(batch * tiles_m, row_cuts);
         let k_windows = windows(k, k_cuts);
@@ -2184,29 +2219,29 @@ impl LaneFolds {
     }
 }
 
-/// The stored nodes `id` reads at its own flat index, through element-wise
-/// ops and reshapes, added to `out` in the order a walk down the inputs
-/// meets them.
-fn direct_loads(id: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>, out: &mut Vec<NodeId>) {
+/// The stored nodes the nodes `from` read at their own flat index, through
+/// element-wise ops and reshapes, in the order walks down their inputs
+/// (from each of `from` in turn) meet them.
+fn direct_loads(from: &[NodeId], nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> Vec<NodeId> {
     let mut seen = HashSet::new();
+    let mut out = Vec::new();
     // Inputs are pushed last first, so that the first is walked first.
-    let mut stack = vec![id];
+    let mut stack: Vec<NodeId> = from.iter().rev().copied().collect();
     while let Some(n) = stack.pop() {
-        if loads.contains_key(&n) {
-            if !out.contains(&n) {
-                out.push(n);
-            }
+        if !seen.insert(n) {
             continue;
         }
         let node = &nodes[n.index()];
-        let elementwise = matches!(
+        if loads.contains_key(&n) {
+            out.push(n);
+        } else if matches!(
             node.op,
             Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape
-        );
-        if elementwise && seen.insert(n) {
+        ) {
             stack.extend(node.inputs.iter().rev());
         }
     }
+    out
 }
 
 /// The broadcasts over `shape` of one value per row (of the row
@@ -2298,9 +2333,10 @@ fn rowcol(
         .filter(|&size| row_len.div_ceil(size) <= MAX_COLS_PER_LANE && size <= WORKGROUP)
         .map(|size| {
             let mut shared = Vec::new();
-            let (mut in1, mut in2) = (Vec::new(), Vec::new());
-            direct_loads(o1, nodes, loads, &mut in1);
-            direct_loads(o2, nodes, loads, &mut in2);
+            let (in1, in2) = (
+                direct_loads(&[o1], nodes, loads),
+                direct_loads(&[o2], nodes, loads),
+            );
             for n in in1 {
                 if in2.contains(&n) {
                     shared.push((n, loads[&n]));
@@ -2318,7 +2354,7 @@ fn rowcol(
     // The buffer of column partials the last cut built, and how many groups
     // (of all its windows together) wrote them.
     let mut partials = (0, 0);
-    let cut = in_windows(limits, false, |n, _| {
+    let cut = in_windows(limits, false, 0, |n, _| {
         let row_windows = windows(rows, n);
         // Every window has as many groups as the first (the largest) needs.
         let groups = row_windows[0].len().div_ceil(rows_per_group);

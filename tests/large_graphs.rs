@@ -1,10 +1,11 @@
-//! Graphs as deep as an unrolled loop, and recurrences that read their
-//! state twice a step, compile in time linear in their size and within a
-//! test thread's stack (2 MiB), and match the f64 reference.
+//! Graphs as deep as an unrolled loop, recurrences that read their state
+//! twice a step, and graphs of hundreds of parameter tensors compile in
+//! time about linear in their size (quadratic at worst), within a test
+//! thread's stack (2 MiB), and match the f64 reference.
 
 mod common;
 use common::*;
-use wgrad::{Device, Graph, Var};
+use wgrad::{Device, GpuOptions, Graph, Var};
 
 /// `steps` steps of y ← sin(0.999·y) + 0.001 from x (three ops a step), as
 /// a simulation differentiated through its time steps records it; the
@@ -67,5 +68,38 @@ fn a_recurrence_reading_its_state_three_times_a_step_compiles_on_every_device() 
         let outputs = recurrence(&g, 1000, 60);
         let what = format!("recurrence on {}", device.describe());
         check_against_reference(device, &g, &outputs, &data(1000), 1e-4, &what);
+    }
+}
+
+#[test]
+fn two_hundred_parameter_tensors_compile_for_a_device_of_eight_bindings() {
+    // Σ_i Σ sin(p_i)·p_i and its 200 gradients: no kernel can take them
+    // all, and the loss reads 200 sums. Planning tried every way of cutting
+    // into windows for every group of targets, and planned again per
+    // stored piece of the loss: 200 s for 100 tensors before.
+    let mut devices = vec![Device::cpu_f32()];
+    if gpu().is_some() {
+        let eight = GpuOptions {
+            max_storage_buffers: Some(8),
+            ..Default::default()
+        };
+        devices.push(Device::gpu_with(&eight).expect("the adapter just opened"));
+    }
+    let k = 200;
+    for device in &devices {
+        let g = Graph::new();
+        let ps: Vec<Var> = (0..k).map(|i| g.input(&format!("p{i}"), [64])).collect();
+        let loss = ps
+            .iter()
+            .map(|p| (p.sin() * *p).sum())
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let outputs = with_gradients(loss, &ps);
+        let mut r = rng(32);
+        let data: Vec<(String, Vec<f64>)> = (0..k)
+            .map(|i| (format!("p{i}"), sample(&mut r, 64, Domain::Any)))
+            .collect();
+        let what = format!("{k} tensors on {}", device.describe());
+        check_against_reference(device, &g, &outputs, &data, 1e-4, &what);
     }
 }
