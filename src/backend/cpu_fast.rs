@@ -772,16 +772,17 @@ impl<'a> Builder<'a> {
 /// in SSA form; `next` is its next free register.
 fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
     let uses = reads(tape);
-    let def = |tape: &[Instr], r: Reg| tape.iter().position(|i| i.dst() == Some(r));
+    let mut def = defs(tape);
     // The operand of a negation read only by the instruction at hand.
-    let negated = |tape: &[Instr], r: Reg| match def(tape, r).map(|d| &tape[d]) {
-        Some(&Instr::Unary {
-            op: UnaryOp::Neg,
-            a,
-            ..
-        }) if uses.get(&r) == Some(&1) => Some(a),
-        _ => None,
-    };
+    let negated =
+        |tape: &[Instr], def: &HashMap<Reg, usize>, r: Reg| match def.get(&r).map(|&d| &tape[d]) {
+            Some(&Instr::Unary {
+                op: UnaryOp::Neg,
+                a,
+                ..
+            }) if uses.get(&r) == Some(&1) => Some(a),
+            _ => None,
+        };
     for k in 0..tape.len() {
         match tape[k] {
             Instr::Binary {
@@ -796,7 +797,7 @@ fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
                     BinaryOp::Add => BinaryOp::Sub,
                     _ => BinaryOp::Add,
                 };
-                let rewrite = match (negated(tape, a), negated(tape, b)) {
+                let rewrite = match (negated(tape, &def, a), negated(tape, &def, b)) {
                     (_, Some(z)) => Some((flip(op), form, a, z)),
                     (Some(z), None) if op == BinaryOp::Add => {
                         let form = match form {
@@ -825,7 +826,7 @@ fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
                 a: t,
                 set,
             } if uses.get(&t) == Some(&1) => {
-                let d = def(tape, t).expect("operands are defined first");
+                let d = def[&t]; // operands are defined first
                 if let Instr::Binary {
                     op: BinaryOp::Mul,
                     form: form @ (Form::LeftOne | Form::RightOne),
@@ -857,6 +858,8 @@ fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
                             a: one,
                             set: SCALAR,
                         };
+                        def.remove(&t);
+                        def.insert(scalar, d);
                     }
                 }
             }
@@ -952,25 +955,32 @@ fn drop_identities(tape: &mut [Instr]) {
 /// same order, so the same bits.
 fn fold_products(tape: &mut [Instr]) {
     let uses = reads(tape);
+    let def = defs(tape);
     for k in 0..tape.len() {
         let Instr::Fold { src, out } = tape[k] else {
             continue;
         };
-        let product = tape[..k].iter().find_map(|i| match *i {
-            Instr::Binary {
-                dst,
+        let product = match def.get(&src).map(|&d| &tape[d]) {
+            Some(&Instr::Binary {
                 op: BinaryOp::Mul,
                 form,
                 a,
                 b,
                 set: CHUNK_SET,
-            } if dst == src => Some((a, b, form)),
+                ..
+            }) => Some((a, b, form)),
             _ => None,
-        });
+        };
         if let (Some((a, b, form)), Some(1)) = (product, uses.get(&src)) {
             tape[k] = Instr::FoldProduct { a, b, form, out };
         }
     }
+}
+
+/// Where each register is written (once: the tape is in SSA form).
+fn defs(tape: &[Instr]) -> HashMap<Reg, usize> {
+    let written = tape.iter().enumerate();
+    written.filter_map(|(k, i)| Some((i.dst()?, k))).collect()
 }
 
 /// How many times each register is read.

@@ -182,15 +182,15 @@ pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
                 }
                 return Ok(plan);
             }
-            Attempt::Store(id) => extra_stored.push(id),
+            Attempt::Store(ids) => extra_stored.extend(ids),
         }
     }
 }
 
 enum Attempt {
     Done(Plan),
-    /// Store this node and plan again.
-    Store(NodeId),
+    /// Store these nodes and plan again.
+    Store(Vec<NodeId>),
 }
 
 /// What every kernel of one plan is generated against.
@@ -268,9 +268,10 @@ fn try_plan(
         }
         targets.push(Target { node: value, buf });
     }
+    let outputs: HashSet<NodeId> = req.outputs.iter().copied().collect();
     let must_store = |id: NodeId| {
         matches!(nodes[id.index()].op, Op::Reduce { .. })
-            || req.outputs.contains(&id)
+            || outputs.contains(&id)
             || extra.contains(&id)
     };
     for &i in live {
@@ -339,16 +340,26 @@ fn try_plan(
         .copied()
         .filter(|t| matches!(nodes[t.node.index()].op, Op::Reduce { .. }))
         .collect();
+    // The reductions a value's expression reads, in the order of
+    // `reduction_targets` (the first that fits is taken).
+    let rank: HashMap<NodeId, usize> = (reduction_targets.iter().enumerate())
+        .map(|(k, r)| (r.node, k))
+        .collect();
+    let reductions_read = |direct: &[NodeId]| {
+        let mut read: Vec<usize> = direct.iter().filter_map(|d| rank.get(d).copied()).collect();
+        read.sort();
+        read.into_iter().map(|k| reduction_targets[k])
+    };
+    let mut in_epilogues = HashSet::new();
     for t in &targets {
         let node = &nodes[t.node.index()];
         if matches!(node.op, Op::Reduce { .. }) {
             continue;
         }
         let direct = reads(t.node, nodes, &loads, &mut reads_memo);
-        let found = reduction_targets.iter().find(|r| {
+        let found = reductions_read(&direct).find(|r| {
             let lr = level[&r.node];
             nodes[r.node.index()].shape.numel() == node.shape.numel()
-                && direct.contains(&r.node)
                 && direct
                     .iter()
                     .all(|d| *d == r.node || level.get(d).is_none_or(|&l| l < lr))
@@ -356,19 +367,20 @@ fn try_plan(
         });
         if let Some(r) = found {
             epilogues.entry(r.node).or_default().push(*t);
-            let l = level[&t.node];
-            by_level
-                .get_mut(&l)
-                .expect("every target has a level")
-                .retain(|x| x.node != t.node);
+            in_epilogues.insert(t.node);
         }
+    }
+    for group in by_level.values_mut() {
+        group.retain(|x| !in_epilogues.contains(&x.node));
     }
 
     // A column reduction that needs a row reduction of the same tensor is
     // computed with it, in one read of the tensor.
     let mut partners: HashMap<NodeId, Target> = HashMap::new();
     for r2 in &reduction_targets {
-        for r1 in &reduction_targets {
+        // A row reduction it needs is one its operand reads.
+        let read = reads(r2.node, nodes, &loads, &mut reads_memo);
+        for r1 in reductions_read(&read) {
             if level[&r2.node] == level[&r1.node] + 1
                 && !partners.contains_key(&r1.node)
                 && rowcol_pair(nodes, &loads, &level, &mut reads_memo, r1.node, r2.node)
@@ -427,7 +439,7 @@ fn try_plan(
                         epilogues.remove(&r2.node);
                         continue;
                     }
-                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    Fit::Store(ids) => return Ok(Attempt::Store(ids)),
                     // Too many buffers for one kernel: the two reductions
                     // go their own ways.
                     Fit::Split => by_level.entry(l + 1).or_default().push(r2),
@@ -439,7 +451,7 @@ fn try_plan(
                 by_level.entry(l + 1).or_default().extend(epilogue);
                 match matmul_kernel(ctx, &mut buffers, r, &form)? {
                     Fit::Kernels(ks) => kernels.extend(ks),
-                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    Fit::Store(ids) => return Ok(Attempt::Store(ids)),
                     Fit::Split => unreachable!("a lone target is never split"),
                 }
                 continue;
@@ -466,7 +478,7 @@ fn try_plan(
                         }
                         break;
                     }
-                    Fit::Store(id) => return Ok(Attempt::Store(id)),
+                    Fit::Store(ids) => return Ok(Attempt::Store(ids)),
                     Fit::Split if k < 2 => continue,
                     Fit::Split => unreachable!("a lone target is never split"),
                 }
@@ -482,7 +494,7 @@ fn try_plan(
         for (extent, ts) in by_extent {
             match elementwise_kernels(ctx, &buffers, extent, &ts)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
-                Fit::Store(id) => return Ok(Attempt::Store(id)),
+                Fit::Store(ids) => return Ok(Attempt::Store(ids)),
                 Fit::Split => unreachable!("elementwise_kernels splits itself"),
             }
         }
@@ -607,9 +619,10 @@ fn emit_targets(e: &mut Emitter, stored: &HashMap<NodeId, BufId>, targets: &[Tar
 /// How a group of targets fits into kernels.
 enum Fit {
     Kernels(Vec<KernelSpec>),
-    /// Store this node and plan again (it is needed at too many indices, or
-    /// it reads too many buffers for one kernel).
-    Store(NodeId),
+    /// Store these nodes and plan again (one is needed at too many
+    /// indices, or they cut an expression that reads too many buffers for
+    /// one kernel).
+    Store(Vec<NodeId>),
     /// The targets need more buffers than one kernel may bind: split them.
     Split,
 }
@@ -628,7 +641,7 @@ fn fits(
     limits: &GpuLimits,
 ) -> Result<Option<Fit>> {
     match problem {
-        Some(Problem::TooManyIndices(id)) => return Ok(Some(Fit::Store(id))),
+        Some(Problem::TooManyIndices(id)) => return Ok(Some(Fit::Store(vec![id]))),
         Some(Problem::TooLarge(id)) => {
             let node = &nodes[id.index()];
             return Err(Error::TooLarge(format!(
@@ -648,10 +661,22 @@ fn fits(
     if targets.len() > 1 {
         return Ok(Some(Fit::Split));
     }
-    // One value reads too many buffers: store a value below it, following
-    // the operands that read the most down to the first whose reads fit a
-    // kernel of its own (a long chain of sums is cut into pieces that fit,
-    // not one buffer at a time, which would plan once per buffer).
+    // One value reads too many buffers: store values below it so that no
+    // expression within it reads as many values as a kernel binds, all in
+    // one plan (a long chain of sums is cut into pieces that fit, not one
+    // piece per plan).
+    let cuts = width_cuts(
+        targets[0],
+        nodes,
+        stored,
+        limits.max_storage_buffers as usize,
+    );
+    if !cuts.is_empty() {
+        return Ok(Some(Fit::Store(cuts)));
+    }
+    // Its values take too many bindings (a tensor over one binding takes
+    // several): store a value below it, following the operands that read
+    // the most down to the first whose reads fit a kernel of its own.
     let mut memo = HashMap::new();
     let mut id = targets[0];
     loop {
@@ -674,16 +699,84 @@ fn fits(
                     limits.max_storage_buffers
                 )));
             }
-            None => return Ok(Some(Fit::Store(id))),
+            None => return Ok(Some(Fit::Store(vec![id]))),
             Some(&j)
                 if reads(j, nodes, stored, &mut memo).len()
                     < limits.max_storage_buffers as usize =>
             {
-                return Ok(Some(Fit::Store(j)))
+                return Ok(Some(Fit::Store(vec![j])))
             }
             Some(&j) => id = j,
         }
     }
+}
+
+/// The nodes of `target`'s expression to store so that each of its nodes
+/// reads fewer stored values than `max`. Up the expression (inputs before
+/// the nodes that read them), a node reading `max` or more has the input
+/// that reads the most stored, until it reads fewer; a node all of whose
+/// inputs are stored already is stored itself. None where no node reads
+/// `max`, or where `target` is such a node.
+fn width_cuts(
+    target: NodeId,
+    nodes: &[Node],
+    stored: &HashMap<NodeId, BufId>,
+    max: usize,
+) -> Vec<NodeId> {
+    // The target's expression: what it reads down to stored values (it
+    // may be stored itself, for others to read).
+    let mut cone = Vec::new();
+    let mut stack = vec![target];
+    let mut seen = HashSet::new();
+    while let Some(n) = stack.pop() {
+        if (n == target || !stored.contains_key(&n)) && seen.insert(n) {
+            cone.push(n);
+            stack.extend(&nodes[n.index()].inputs);
+        }
+    }
+    cone.sort();
+    let mut cut: HashSet<NodeId> = HashSet::new();
+    // What each node of the cone reads that is stored (or cut).
+    let mut reads: HashMap<NodeId, HashSet<NodeId>> = HashMap::new();
+    for n in cone {
+        let inputs = &nodes[n.index()].inputs;
+        let read_of =
+            |j: &NodeId, cut: &HashSet<NodeId>, reads: &HashMap<NodeId, HashSet<NodeId>>| {
+                if stored.contains_key(j) || cut.contains(j) {
+                    HashSet::from([*j])
+                } else {
+                    reads[j].clone()
+                }
+            };
+        let mut read: HashSet<NodeId> = inputs
+            .iter()
+            .flat_map(|j| read_of(j, &cut, &reads))
+            .collect();
+        while read.len() >= max {
+            let widest = inputs
+                .iter()
+                .filter(|j| !stored.contains_key(j) && !cut.contains(j))
+                .max_by_key(|j| reads[j].len());
+            match widest {
+                Some(&j) => {
+                    cut.insert(j);
+                    read = inputs
+                        .iter()
+                        .flat_map(|j| read_of(j, &cut, &reads))
+                        .collect();
+                }
+                None if n == target => return Vec::new(),
+                None => {
+                    cut.insert(n);
+                    break;
+                }
+            }
+        }
+        reads.insert(n, read);
+    }
+    let mut cuts: Vec<NodeId> = cut.into_iter().collect();
+    cuts.sort();
+    cuts
 }
 
 /// A kernel's dispatches for one cut of its index range, and the problem
