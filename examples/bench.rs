@@ -7,7 +7,7 @@
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
-//!     [--no-subgroups] [--no-device-fences]
+//!     [--no-subgroups] [--no-device-fences] [--compile unrolled,wide]
 //!
 //! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and
 //! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
@@ -20,6 +20,14 @@
 //! time (timestamps; the median of `--reps` timed runs after the others)
 //! and bandwidth.
 //!
+//! `--compile` times `compile` instead, for graphs of many nodes (the
+//! median of `--reps`; `--sizes` is then log2 of their steps or tensors,
+//! 8,10,12 unless given): `unrolled`, 2^k steps of y ← sin(0.999·y) +
+//! 0.001 on 1024 elements and the gradient of Σy (a loop unrolled, as
+//! when differentiating through a simulation); `wide`, 2^k parameter
+//! tensors of 64 elements, Σ_i Σ sin(p_i)·p_i and its 2^k gradients (a
+//! model of many small tensors).
+//!
 //! One JSON line per result (with --json), then a table for people; "submit"
 //! is the part of a run spent in `step`: submitting, then encoding the next
 //! run's commands while the GPU works. Bytes
@@ -29,7 +37,7 @@
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use wgrad::{CpuOptions, Device, GpuOptions, Graph, Program};
+use wgrad::{CpuOptions, Device, GpuOptions, Graph, Program, Var};
 
 const D: usize = 1024; // logreg features; B = n / D rows
 const LR: f64 = 1e-4;
@@ -38,7 +46,9 @@ const WARM_UP_S: f64 = 0.5;
 
 struct Args {
     workloads: Vec<String>,
-    sizes: Vec<u32>,
+    /// The graphs whose compile is timed (`--compile`), if any.
+    compile: Vec<String>,
+    sizes: Option<Vec<u32>>,
     backend: String,
     json: bool,
     reps: usize,
@@ -50,7 +60,8 @@ struct Args {
 fn parse() -> Result<Args> {
     let mut a = Args {
         workloads: vec!["seed".into(), "rosenbrock".into(), "logreg".into()],
-        sizes: vec![20, 24],
+        compile: Vec::new(),
+        sizes: None,
         backend: "gpu".into(),
         json: false,
         reps: 20,
@@ -64,11 +75,14 @@ fn parse() -> Result<Args> {
         match flag.as_str() {
             "--workload" => a.workloads = value()?.split(',').map(str::to_string).collect(),
             "--sizes" => {
-                a.sizes = value()?
-                    .split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?
+                a.sizes = Some(
+                    value()?
+                        .split(',')
+                        .map(|s| s.trim().parse())
+                        .collect::<Result<_, _>>()?,
+                )
             }
+            "--compile" => a.compile = value()?.split(',').map(str::to_string).collect(),
             "--backend" => a.backend = value()?,
             "--reps" => a.reps = value()?.parse()?,
             "--chunk" => a.cpu.chunk = value()?.parse()?,
@@ -84,7 +98,7 @@ fn parse() -> Result<Args> {
             "--bench" => {} // passed by `cargo bench`-style runners
             "--help" | "-h" => {
                 // The module comment's usage lines.
-                let usage = include_str!("bench.rs").lines().skip(5).take(4);
+                let usage = include_str!("bench.rs").lines().skip(5).take(5);
                 usage.for_each(|l| println!("{}", l.trim_start_matches("//! ")));
                 std::process::exit(0);
             }
@@ -149,6 +163,69 @@ fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
     Ok(prog)
 }
 
+/// A `--compile` graph of 2^`logk` steps or tensors: its outputs.
+fn record_large<'g>(g: &'g Graph, graph: &str, logk: u32) -> Result<Vec<Var<'g>>> {
+    let k = 1usize << logk;
+    let (loss, wrt) = match graph {
+        "unrolled" => {
+            let x = g.param("x", [1024]);
+            let mut y = x;
+            for _ in 0..k {
+                y = (y * 0.999).sin() + 0.001;
+            }
+            (y.sum(), vec![x])
+        }
+        "wide" => {
+            let ps: Vec<Var> = (0..k).map(|i| g.param(&format!("p{i}"), [64])).collect();
+            let terms = ps.iter().map(|p| (p.sin() * *p).sum());
+            (terms.reduce(|a, b| a + b).expect("k >= 1"), ps)
+        }
+        other => bail!("unknown graph `{other}` (unrolled or wide)"),
+    };
+    let mut outputs = vec![loss];
+    outputs.extend(g.grad(loss, &wrt));
+    Ok(outputs)
+}
+
+/// `--compile`: the median time of `compile` for each graph and size.
+fn compile_times(args: &Args, device: &Device) -> Result<()> {
+    let adapter = device.describe();
+    let mut table = Vec::new();
+    for &logk in args.sizes.as_deref().unwrap_or(&[8, 10, 12]) {
+        for graph in &args.compile {
+            let g = Graph::new();
+            let outputs = record_large(&g, graph, logk)?;
+            let mut times = Vec::new();
+            let mut dispatches = 0;
+            for _ in 0..args.reps.max(1) {
+                let t = Instant::now();
+                let prog = g.compile(device, &outputs)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                dispatches = prog.stats().dispatches;
+            }
+            let ms = median(times);
+            if args.json {
+                println!(
+                    "{{\"graph\": \"{graph}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_k\": {logk}, \"nodes\": {}, \"compile_ms_median\": {ms:.1}, \"dispatches\": {dispatches}}}",
+                    args.backend,
+                    g.len()
+                );
+            }
+            table.push(format!(
+                "| {graph} | 2^{logk} | {} | {ms:.1} | {dispatches} |",
+                g.len()
+            ));
+        }
+    }
+    println!("\ndevice: {adapter}");
+    println!("| graph | steps or tensors | nodes | compile ms (median) | dispatches |");
+    println!("|---|---|---|---|---|");
+    for row in table {
+        println!("{row}");
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -163,11 +240,14 @@ fn main() -> Result<()> {
         "reference" => Device::cpu(),
         other => bail!("unknown backend `{other}` (gpu, cpu or reference)"),
     };
+    if !args.compile.is_empty() {
+        return compile_times(&args, &device);
+    }
     let adapter = device.describe();
     eprintln!("device: {adapter}");
     let mut table = Vec::new();
     let mut kernel_rows = Vec::new();
-    for &logn in &args.sizes {
+    for &logn in args.sizes.as_deref().unwrap_or(&[20, 24]) {
         for w in &args.workloads {
             let n = 1usize << logn;
             let mut prog = match build(w, n, &device) {
