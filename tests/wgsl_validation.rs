@@ -43,3 +43,16 @@ fn matmul_and_both_its_gradients_use_the_tiled_kernel() {
         kernels.join("\n-----\n")
     );
 }
+
+#[test]
+fn a_product_of_two_matrices_of_2_14_squared_plans_for_webgpus_default_limits() {
+    // 1 GiB each, 8 parts of 128 MiB: no window of rows alone or of k alone
+    // fits 8 bindings, windows of both do, each adding its sums to the
+    // earlier windows'. (A buffer of each window's partials, folded by a
+    // second pass, fitted in no window, and planning gave up.)
+    let g = Graph::new();
+    let a = g.input("a", [1 << 14, 1 << 14]);
+    let b = g.input("b", [1 << 14, 1 << 14]);
+    let kernels = g.wgsl(&[a.matmul(b)]).expect("planned and validated");
+    assert!(kernels.len() >= 16, "{} windows", kernels.len());
+}

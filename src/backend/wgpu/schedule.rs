@@ -449,7 +449,7 @@ fn try_plan(
                 // A matrix product has its own iteration space: no riders.
                 elementwise.extend(riders);
                 by_level.entry(l + 1).or_default().extend(epilogue);
-                match matmul_kernel(ctx, &mut buffers, r, &form)? {
+                match matmul_kernel(ctx, &buffers, r, &form)? {
                     Fit::Kernels(ks) => kernels.extend(ks),
                     Fit::Store(ids) => return Ok(Attempt::Store(ids)),
                     Fit::Split => unreachable!("a lone target is never split"),
@@ -1800,14 +1800,9 @@ fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
 /// A matrix product in tiles (`shaders/matmul.wgsl`). Where its tensors
 /// take more bindings than one dispatch may have, it is cut into windows
 /// of the output's rows of tiles (a batch of inputs times a small matrix),
-/// of the sum's k (a gradient summed over the batch: each window's sums are
-/// partials, folded in order by a second pass), or both.
-fn matmul_kernel(
-    ctx: Ctx,
-    buffers: &mut Vec<BufSpec>,
-    target: Target,
-    f: &MatmulForm,
-) -> Result<Fit> {
+/// of the sum's k (a gradient summed over the batch: each window adds its
+/// sums to the earlier windows', in order), or both.
+fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) -> Result<Fit> {
     let Ctx {
         nodes,
         loads,
@@ -1834,20 +1829,20 @@ fn matmul_kernel(
     let (m, n, k) = (f.shape.0[f.m], f.shape.0[f.n], f.depth);
     let batch: usize = f.batch.iter().map(|&x| f.shape.0[x]).product();
     let (tiles_m, tiles_n) = (m.div_ceil(16), n.div_ceil(16));
-    let outs = nodes[target.node.index()].shape.numel();
     let base = |st: &[usize]| strided_expr(&batch_map(st), "batch");
     let label = format!("matmul[{batch}x{m}x{k}x{n}] -> %{}", target.node.index());
-    let planned = buffers.len();
-    // Where the last cut built leaves the products: the buffer, and how
-    // many partials per output (1: the products themselves).
-    let mut partials = (target.buf, 1);
+    // Windows of k add their products to what the windows before them
+    // (dispatched first) left in the target, in order of k: no partials.
+    // A buffer of each window's partials, folded by a second pass, made
+    // that pass read a part of every window's partials for each window
+    // of outputs: a product of two 2^14-square matrices did not fit
+    // WebGPU's default 8 bindings, in any window.
+    let dst = target.buf;
     let cut = in_windows(limits, true, 0, |row_cuts, k_cuts| {
         // Rows of tiles over all batches, `tiles_m` per batch.
         let row_windows = windows(batch * tiles_m, row_cuts);
         let k_windows = windows(k, k_cuts);
         let count = k_windows.len();
-        let dst = results_buffer(buffers, planned, target, outs, count);
-        partials = (dst, count);
         let layout = Layout { buffers, chunk };
         let n_windows = row_windows.len() * count;
         let mut problem = None;
@@ -1855,9 +1850,8 @@ fn matmul_kernel(
         for (s, rows) in row_windows.iter().enumerate() {
             for (w, ks) in k_windows.iter().enumerate() {
                 let mut e = Emitter::new(nodes, loads, layout, 4);
-                let first_partial = w * outs;
                 let out_index = format!(
-                    "{first_partial}u + {} + row * {}u + col * {}u",
+                    "{} + row * {}u + col * {}u",
                     base(&out_strides),
                     out_strides[f.m],
                     out_strides[f.n]
@@ -1880,8 +1874,8 @@ fn matmul_kernel(
                     let a = (a0 + r0 * sa[f.m] + ka0, a1 + r1 * sa[f.m] + ka1);
                     let b = (b0 + kb0, b1 + kb1 + (n - 1) * sb[f.n]);
                     let out = (
-                        first_partial + o0 + r0 * out_strides[f.m],
-                        first_partial + o1 + r1 * out_strides[f.m] + (n - 1) * out_strides[f.n],
+                        o0 + r0 * out_strides[f.m],
+                        o1 + r1 * out_strides[f.m] + (n - 1) * out_strides[f.n],
                     );
                     (a, b, out)
                 });
@@ -1896,7 +1890,12 @@ fn matmul_kernel(
                 }
                 let b_value = e.value(b_in, "idx");
                 let b_body = e.take_body();
-                let store = e.store_statement(dst, &out_index, "acc");
+                let sum = if w == 0 {
+                    "acc".to_string()
+                } else {
+                    format!("{} + acc", e.load(dst, &out_index))
+                };
+                let store = e.store_statement(dst, &out_index, &sum);
                 problem = problem.or(e.problem);
                 let wgsl = fill(
                     MATMUL,
@@ -1943,30 +1942,9 @@ fn matmul_kernel(
         &[target.node],
         limits,
     )? {
-        buffers.truncate(planned);
         return Ok(fit);
     }
-    let (dst, count) = partials;
-    if count == 1 {
-        return Ok(Fit::Kernels(cut.kernels));
-    }
-    // Fold each output's partials (one per window of k), in order.
-    let partials = Partials {
-        buf: dst,
-        groups: count,
-        output_stride: 1,
-        stride: outs,
-    };
-    let folds = fold_partials(
-        ctx,
-        buffers,
-        ReduceOp::Sum,
-        &format!("{label} (k windows)"),
-        &partials,
-        target,
-        &[],
-    )?;
-    Ok(followed_by(cut.kernels, folds))
+    Ok(Fit::Kernels(cut.kernels))
 }
 
 /// The epilogue of a reduction's last pass: `targets` at index `slot`, where
