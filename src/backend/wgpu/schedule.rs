@@ -499,8 +499,9 @@ fn try_plan(
             }
         }
     }
-    // The partials of reductions in windows are made while planning: one per
-    // window of each output can outgrow 32-bit indices where nothing else does.
+    // The partials of reductions in windows are made while planning. There
+    // are at most as many as the operand has elements (below 2^31, or
+    // refused as a problem), so no plan is known to reach this: a guard.
     if let Some(b) = buffers.iter().find(|b| b.numel >= MAX_ELEMENTS) {
         return Err(Error::TooLarge(format!(
             "the partial results of a reduction in windows would take {} elements, \
