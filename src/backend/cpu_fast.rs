@@ -342,9 +342,7 @@ impl FastPlan {
         // Stored like reductions: the nodes that keep every pass's
         // expressions shallow.
         let mut cut = vec![false; nodes.len()];
-        for id in depth_cuts(nodes, &live, |n| {
-            is_leaf(n) || matches!(n.op, Op::Reduce { .. })
-        }) {
+        for id in depth_cuts(nodes, &live) {
             cut[id.index()] = true;
         }
         let mut is_root = vec![false; nodes.len()];

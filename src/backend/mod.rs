@@ -5,6 +5,7 @@ pub(crate) mod native;
 pub mod wgpu;
 
 use crate::graph::{Node, NodeId};
+use crate::ops::Op;
 
 /// A fused expression (what one kernel or pass computes between values it
 /// loads) is at most this many nodes deep; a deeper one stores a value on
@@ -16,19 +17,18 @@ use crate::graph::{Node, NodeId};
 pub(crate) const MAX_FUSED_DEPTH: usize = 256;
 
 /// The live nodes (`live`, in arena order) to store so that no expression
-/// between loaded nodes (`loaded`) is deeper than `MAX_FUSED_DEPTH`.
-/// Walking up the arena (a node's inputs come before it), a node whose
-/// longest path down to a loaded node reaches the bound is stored, and
-/// counts as loaded above it.
-pub(crate) fn depth_cuts(
-    nodes: &[Node],
-    live: &[usize],
-    loaded: impl Fn(&Node) -> bool,
-) -> Vec<NodeId> {
+/// between the values kernels load (inputs, parameters, reductions) is
+/// deeper than `MAX_FUSED_DEPTH`. Walking up the arena (a node's inputs
+/// come before it), a node whose longest path down to a loaded value
+/// reaches the bound is stored, and counts as loaded above it.
+pub(crate) fn depth_cuts(nodes: &[Node], live: &[usize]) -> Vec<NodeId> {
     let mut depth = vec![0usize; nodes.len()];
     let mut cuts = Vec::new();
     for &i in live {
-        if loaded(&nodes[i]) {
+        if matches!(
+            nodes[i].op,
+            Op::Input(_) | Op::Param { .. } | Op::Reduce { .. }
+        ) {
             continue;
         }
         let below = nodes[i].inputs.iter().map(|j| depth[j.index()]).max();

@@ -168,9 +168,7 @@ pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
     let mut roots: Vec<NodeId> = req.outputs.to_vec();
     roots.extend(req.updates.iter().map(|u| u.1));
     let live = live_nodes(req.nodes, &roots);
-    let mut extra_stored = depth_cuts(req.nodes, &live, |n| {
-        is_leaf(&n.op) || matches!(n.op, Op::Reduce { .. })
-    });
+    let mut extra_stored = depth_cuts(req.nodes, &live);
     loop {
         match try_plan(req, limits, &live, &extra_stored)? {
             Attempt::Done(plan) => {
