@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use wgrad::{CpuOptions, Device, Graph, Optimizer};
+use wgrad::{CpuOptions, Device, Graph, Optimizer, Var};
 
 #[test]
 fn every_op_and_its_gradients_match_the_reference() {
@@ -32,6 +32,102 @@ fn large_fused_workloads_match_the_reference_and_repeat_bit_for_bit() {
     let mut p = g.compile(&Device::cpu_f32(), &outputs).unwrap();
     let first = p.run(&view(&data)).unwrap();
     assert_eq!(first, p.run(&view(&data)).unwrap(), "a rerun changed bits");
+}
+
+#[test]
+fn matrix_products_by_blocks_match_the_reference() {
+    // Each product, its sine's sum and the gradients of that: the product
+    // and both its gradients run by blocks (`gemm.rs`), with sizes past
+    // the register tile's, the packed blocks' and the tasks' edges.
+    type Product = for<'g> fn(&[Var<'g>]) -> Var<'g>;
+    let cases: [(&str, &[&[usize]], Product); 7] = [
+        ("k past a block", &[&[7, 300], &[300, 35]], |v| {
+            v[0].matmul(v[1])
+        }),
+        ("n and m past a block", &[&[130, 5], &[5, 300]], |v| {
+            v[0].matmul(v[1])
+        }),
+        ("batched, broadcast", &[&[3, 1, 9, 40], &[2, 40, 33]], |v| {
+            v[0].matmul(v[1])
+        }),
+        ("a transpose", &[&[40, 9], &[40, 11]], |v| {
+            v[0].transpose().matmul(v[1])
+        }),
+        ("a slice", &[&[9, 50], &[40, 6]], |v| {
+            v[0].slice(1, 5, 45).matmul(v[1])
+        }),
+        ("a computed factor", &[&[20, 30], &[30, 20]], |v| {
+            (v[0] * 2.0).tanh().matmul(v[1] + v[0].transpose())
+        }),
+        ("permuted batches", &[&[40, 3, 9], &[3, 40, 4]], |v| {
+            v[0].permute(&[1, 2, 0]).matmul(v[1])
+        }),
+    ];
+    let mut r = rng(21);
+    for (what, shapes, product) in cases {
+        let g = Graph::new();
+        let names = ["a", "b"];
+        let vars: Vec<Var> = (names.iter().zip(shapes))
+            .map(|(n, s)| g.input(n, s.to_vec()))
+            .collect();
+        let c = product(&vars);
+        let mut outputs = vec![c];
+        outputs.extend(with_gradients(c.sin().sum(), &vars));
+        let data: Vec<(String, Vec<f64>)> = (names.iter().zip(shapes))
+            .map(|(n, s)| {
+                (
+                    n.to_string(),
+                    sample(&mut r, s.iter().product(), Domain::Any),
+                )
+            })
+            .collect();
+        check_against_reference(&Device::cpu_f32(), &g, &outputs, &data, 1e-4, what);
+    }
+}
+
+#[test]
+fn a_two_layer_network_trains_as_the_reference_does() {
+    // A batch through two layers (matrix products, biases, relu) to a
+    // softmax cross-entropy; five SGD steps of all four parameters.
+    let (batch, inputs, hidden, classes) = (64, 50, 32, 10);
+    let g = Graph::new();
+    let x = g.input("x", [batch, inputs]);
+    let t = g.input("t", [batch, classes]);
+    let w1 = g.param("w1", [inputs, hidden]);
+    let b1 = g.param("b1", [hidden]);
+    let w2 = g.param("w2", [hidden, classes]);
+    let b2 = g.param("b2", [classes]);
+    let h = (x.matmul(w1) + b1).relu();
+    let loss = (h.matmul(w2) + b2).cross_entropy(t);
+    let params = [("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)];
+    let updates = Optimizer::Sgd { lr: 0.5 }.minimize(loss, &params.map(|p| p.1));
+    let mut r = rng(22);
+    let xs = as_f32(&[("x".into(), sample(&mut r, batch * inputs, Domain::Any))]);
+    let ts: Vec<f32> = (0..batch * classes)
+        .map(|i| f32::from(i % classes == (i / classes) * 7 % classes))
+        .collect();
+    let starts: Vec<Vec<f32>> = (params.iter())
+        .map(|(_, p)| sample(&mut r, p.numel(), Domain::Any))
+        .map(|v| v.iter().map(|&x| x as f32 * 0.2).collect())
+        .collect();
+    let mut results = Vec::new();
+    for device in [Device::cpu_f32(), Device::cpu()] {
+        let mut p = g.compile_with_updates(&device, &[loss], &updates).unwrap();
+        for ((name, _), w) in params.iter().zip(&starts) {
+            p.set_param(name, w).unwrap();
+        }
+        let feeds = [("x", xs[0].1.as_slice()), ("t", ts.as_slice())];
+        let mut losses = Vec::new();
+        for _ in 0..5 {
+            losses.push(p.run(&feeds).unwrap().remove(0));
+        }
+        let trained: Vec<Vec<f32>> = params.iter().map(|(n, _)| p.param(n).unwrap()).collect();
+        results.push((losses, trained));
+    }
+    let (fast, reference) = (&results[0], &results[1]);
+    assert!(reference.0[4][0] < reference.0[0][0], "the loss falls");
+    assert_close("losses", &fast.0, &reference.0, 1e-4);
+    assert_close("parameters", &fast.1, &reference.1, 1e-4);
 }
 
 #[test]

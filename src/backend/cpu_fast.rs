@@ -40,8 +40,9 @@
 //! vector width.
 
 use crate::backend::cpu::live_nodes;
-use crate::backend::depth_cuts;
+use crate::backend::gemm::Product;
 use crate::backend::native::{self, Expr, Jit, Kernel, KernelFn, Operand};
+use crate::backend::{depth_cuts, matmul_form};
 use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::{PadMap, StridedMap};
@@ -321,7 +322,7 @@ enum Target {
 /// A program for the fast path: passes, and the buffers they write (kept
 /// between runs, so a run allocates nothing large).
 pub(crate) struct FastPlan {
-    steps: Vec<Step>,
+    stages: Vec<Stage>,
     /// The value of each computed stored node, by node index.
     values: Vec<Vec<f32>>,
     /// Holds the passes' native kernels (in a mutex only so that a plan
@@ -344,6 +345,29 @@ impl FastPlan {
         let mut cut = vec![false; nodes.len()];
         for id in depth_cuts(nodes, &live) {
             cut[id.index()] = true;
+        }
+        // Matrix products run by blocks (`gemm.rs`), reading their
+        // factors as views of stored values: a factor's value that is
+        // not stored (a layer's activations) is stored.
+        let mut products: HashMap<usize, Product> = HashMap::new();
+        for &i in &live {
+            let id = NodeId(i as u32);
+            let Some(form) = matmul_form(nodes, id).filter(|f| f.shape.numel() > 0) else {
+                continue;
+            };
+            loop {
+                let stored = |n: NodeId| {
+                    let node = &nodes[n.index()];
+                    is_leaf(node) || matches!(node.op, Op::Reduce { .. }) || cut[n.index()]
+                };
+                match Product::new(nodes, id, &form, stored) {
+                    Ok(product) => {
+                        products.insert(i, product);
+                        break;
+                    }
+                    Err(n) => cut[n.index()] = true,
+                }
+            }
         }
         let mut is_root = vec![false; nodes.len()];
         for r in roots {
@@ -370,8 +394,15 @@ impl FastPlan {
         }
         let mut stored: Vec<bool> = nodes.iter().map(is_leaf).collect();
         let mut jit = options.native.then(Jit::new).flatten();
-        let mut passes: Vec<Vec<Pass>> = Vec::new();
+        let mut passes: Vec<(Vec<Pass>, Vec<Product>)> = Vec::new();
         for group in groups.into_values() {
+            let (group, mine): (Vec<NodeId>, Vec<NodeId>) = group
+                .into_iter()
+                .partition(|t| !products.contains_key(&t.index()));
+            let mine: Vec<Product> = mine
+                .iter()
+                .map(|t| products.remove(&t.index()).expect("a product"))
+                .collect();
             // One pass per extent: reductions fold on the way through the
             // elements their operand shares with element-wise targets.
             let mut by_extent: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
@@ -389,24 +420,27 @@ impl FastPlan {
                     Builder::new(nodes, &stored).pass(extent, &targets, jit.as_mut())
                 })
                 .collect();
-            for pass in &group {
-                for r in &pass.reductions {
-                    stored[r.node.index()] = true;
-                }
-                for t in &pass.stores {
-                    stored[t.index()] = true;
-                }
+            let computed = group.iter().flat_map(Pass::computed);
+            for t in computed.chain(mine.iter().map(|p| p.node)) {
+                stored[t.index()] = true;
             }
-            passes.push(group);
+            passes.push((group, mine));
         }
-        let mut steps = steps(passes, options);
+        let mut stages = steps(passes, options);
         let needed = live_nodes(nodes, updated);
-        for step in &mut steps {
-            let mut computed = step.passes.iter().flat_map(Pass::computed);
-            step.for_updates = computed.any(|id| needed.contains(&id.index()));
+        for stage in &mut stages {
+            let for_updates = stage.computed().any(|id| needed.contains(&id.index()));
+            stage.for_updates = for_updates;
         }
         if log::log_enabled!(log::Level::Debug) {
-            for (i, step) in steps.iter().enumerate() {
+            for (i, stage) in stages.iter().enumerate() {
+                let step = match &stage.work {
+                    Work::Sweep(step) => step,
+                    Work::Product(p) => {
+                        log::debug!("fast path step {i}: the product {:?}", p.node);
+                        continue;
+                    }
+                };
                 log::debug!("fast path step {i}: tasks of {} elements", step.task);
                 for p in &step.passes {
                     log::debug!(
@@ -422,7 +456,7 @@ impl FastPlan {
             }
         }
         FastPlan {
-            steps,
+            stages,
             values: vec![Vec::new(); nodes.len()],
             _jit: jit.map(std::sync::Mutex::new),
         }
@@ -431,7 +465,20 @@ impl FastPlan {
     /// Run every pass, or (`outputs` false) those the updates need;
     /// `leaves` holds every input and parameter read.
     pub(crate) fn run(&mut self, nodes: &[Node], leaves: &HashMap<NodeId, &[f32]>, outputs: bool) {
-        for step in self.steps.iter().filter(|s| outputs || s.for_updates) {
+        for stage in self.stages.iter().filter(|s| outputs || s.for_updates) {
+            let step = match &stage.work {
+                Work::Sweep(step) => step,
+                Work::Product(p) => {
+                    let mut out = std::mem::take(&mut self.values[p.node.index()]);
+                    out.resize(nodes[p.node.index()].shape.numel(), 0.0);
+                    let read =
+                        |n: NodeId| leaves.get(&n).copied().unwrap_or(&self.values[n.index()]);
+                    let [a, b] = p.factors();
+                    p.run(read(a), read(b), &mut out);
+                    self.values[p.node.index()] = out;
+                    continue;
+                }
+            };
             // The step's results leave `values` while it reads the rest.
             let stores: Vec<NodeId> = step.passes.iter().flat_map(|p| p.stores.clone()).collect();
             let mut outs: Vec<Vec<f32>> = stores
@@ -458,10 +505,7 @@ impl FastPlan {
 
     /// The computed nodes the plan keeps a buffer for.
     pub(crate) fn buffers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.steps
-            .iter()
-            .flat_map(|s| &s.passes)
-            .flat_map(Pass::computed)
+        self.stages.iter().flat_map(Stage::computed)
     }
 
     /// The value of computed node `id` after a run.
@@ -1314,17 +1358,45 @@ impl<'a> Src<'a> {
 /// reductions have just finished (see `fuse`).
 struct Step {
     passes: Vec<Pass>,
-    /// Whether an update reads what the step computes (if not, it serves
-    /// the outputs alone).
-    for_updates: bool,
     chunk: usize,
     /// Elements per task.
     task: usize,
 }
 
-/// Order the passes into steps, fusing a pass into the one before it
-/// where it may read that pass's row reductions row by row.
-fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
+/// What a plan runs, in order: a step, or a matrix product.
+struct Stage {
+    work: Work,
+    /// Whether an update reads what the stage computes (if not, it serves
+    /// the outputs alone).
+    for_updates: bool,
+}
+
+enum Work {
+    Sweep(Step),
+    Product(Product),
+}
+
+impl Stage {
+    fn new(work: Work) -> Stage {
+        Stage {
+            work,
+            for_updates: true,
+        }
+    }
+
+    /// The nodes it writes.
+    fn computed(&self) -> Box<dyn Iterator<Item = NodeId> + '_> {
+        match &self.work {
+            Work::Sweep(step) => Box::new(step.passes.iter().flat_map(Pass::computed)),
+            Work::Product(p) => Box::new(std::iter::once(p.node)),
+        }
+    }
+}
+
+/// Order each group's passes into steps, fusing a pass into the one
+/// before it where it may read that pass's row reductions row by row; a
+/// group's products run after every step of the groups before it.
+fn steps(groups: Vec<(Vec<Pass>, Vec<Product>)>, options: CpuOptions) -> Vec<Stage> {
     let task = options.chunk.max(1) * options.chunks_per_task.max(1);
     let chunk = |passes: &[Pass]| match passes.iter().any(|p| p.sets.len() > SCALAR + 1) {
         true => options.deriving_chunk.max(1),
@@ -1332,18 +1404,17 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
     };
     let single = |p: Pass| {
         let chunk = chunk(std::slice::from_ref(&p));
-        Step {
+        Stage::new(Work::Sweep(Step {
             passes: vec![p],
-            for_updates: true,
             chunk,
             task: task.div_ceil(chunk) * chunk,
-        }
+        }))
     };
     let mut out = Vec::new();
     // The previous group's passes not fused yet: each may be fused with a
     // pass of this group, and that step runs after all the others.
     let mut waiting: Vec<Pass> = Vec::new();
-    for group in groups {
+    for (group, products) in groups {
         let (mut fused, mut rest) = (Vec::new(), Vec::new());
         for b in group {
             let partner = waiting
@@ -1362,7 +1433,6 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
                     let whole = if rows <= chunk { chunk } else { rows };
                     fused.push(Step {
                         passes,
-                        for_updates: true,
                         chunk,
                         task: task.div_ceil(whole) * whole,
                     })
@@ -1391,7 +1461,8 @@ fn steps(groups: Vec<Vec<Pass>>, options: CpuOptions) -> Vec<Step> {
             }
         }
         out.extend(waiting.drain(..).map(single));
-        out.extend(ordered);
+        out.extend(ordered.into_iter().map(|s| Stage::new(Work::Sweep(s))));
+        out.extend(products.into_iter().map(|p| Stage::new(Work::Product(p))));
         waiting = rest;
     }
     out.extend(waiting.into_iter().map(single));
@@ -2341,7 +2412,7 @@ struct Acc {
 const ROWS_AT_ONCE: usize = 2;
 
 /// Terms an f32 partial holds at most before it goes into f64.
-const DEPTH: usize = 32;
+pub(crate) const DEPTH: usize = 32;
 /// The f32 lanes a run into one output folds in, and the terms of each
 /// of its blocks (each block's lanes go into f64 on their own).
 const LANES: usize = 32;
@@ -2600,5 +2671,26 @@ fn combine(op: ReduceOp, acc: &mut [f64], lo: usize, part: &[f64]) {
             .iter_mut()
             .zip(part)
             .for_each(|(a, &x)| *a = crate::ops::min(*a, x)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Graph;
+
+    #[test]
+    fn a_matrix_product_and_both_its_gradients_run_by_blocks() {
+        let g = Graph::new();
+        let (a, b) = (g.input("a", [9, 40]), g.param("b", [40, 7]));
+        // `a·b` reads a computed value: it is stored for the product.
+        let loss = a.tanh().matmul(b).sin().sum();
+        let mut roots = vec![loss.id()];
+        roots.extend(g.grad(loss, &[a, b]).iter().map(|d| d.id()));
+        let plan = FastPlan::new(&g.nodes(), &roots, &[], CpuOptions::default());
+        let products = (plan.stages.iter())
+            .filter(|s| matches!(s.work, Work::Product(_)))
+            .count();
+        assert_eq!(products, 3, "a·b, and the products in ∇a and ∇b");
     }
 }

@@ -1,11 +1,13 @@
 //! The two backends: the CPU reference and the GPU through wgpu.
 pub(crate) mod cpu;
 pub(crate) mod cpu_fast;
+mod gemm;
 pub(crate) mod native;
 pub mod wgpu;
 
 use crate::graph::{Node, NodeId};
-use crate::ops::Op;
+use crate::ops::{BinaryOp, Op, ReduceOp};
+use crate::shape::Shape;
 
 /// A fused expression (what one kernel or pass computes between values it
 /// loads) is at most this many nodes deep; a deeper one stores a value on
@@ -40,4 +42,82 @@ pub(crate) fn depth_cuts(nodes: &[Node], live: &[usize]) -> Vec<NodeId> {
         }
     }
     cuts
+}
+
+/// A sum over consecutive axes (together `k`) of a product `p · q` where `p`
+/// is a broadcast constant along axis `n` and `q` one along axis `m`: a
+/// (batched) matrix product, as `matmul` and its gradients record it. The
+/// other axes are batch axes.
+pub(crate) struct MatmulForm {
+    pub p: NodeId,
+    pub q: NodeId,
+    pub m: usize,
+    pub n: usize,
+    /// The reduced axes (consecutive).
+    pub ks: Vec<usize>,
+    /// The number of terms in each sum.
+    pub depth: usize,
+    pub batch: Vec<usize>,
+    pub shape: Shape,
+}
+
+pub(crate) fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
+    let node = &nodes[id.index()];
+    let Op::Reduce {
+        op: ReduceOp::Sum,
+        axes,
+    } = &node.op
+    else {
+        return None;
+    };
+    let prod = &nodes[node.inputs[0].index()];
+    // Consecutive reduced axes are one axis of the row-major layout (the
+    // batched gradient of a broadcast operand sums over batch and rows).
+    let consecutive = axes.windows(2).all(|w| w[1] == w[0] + 1);
+    if !consecutive || prod.op != Op::Binary(BinaryOp::Mul) || prod.shape.rank() < axes.len() + 2 {
+        return None;
+    }
+    let shape = prod.shape.clone();
+    let reduced = |x: usize| axes.contains(&x);
+    // Whether `v` is a broadcast that does not vary along `axis`.
+    let flat = |v: NodeId, axis: usize| {
+        let n = &nodes[v.index()];
+        if n.op != Op::Broadcast {
+            return false;
+        }
+        let input = &nodes[n.inputs[0].index()].shape;
+        let shift = shape.rank() - input.rank();
+        axis < shift || input.0[axis - shift] == 1
+    };
+    let [a, b] = [prod.inputs[0], prod.inputs[1]];
+    for (p, q) in [(a, b), (b, a)] {
+        let candidates = |f: &dyn Fn(usize) -> bool| {
+            (0..shape.rank())
+                .filter(|&x| !reduced(x) && f(x))
+                .collect::<Vec<_>>()
+        };
+        let ms = candidates(&|x| flat(q, x) && !flat(p, x));
+        let ns = candidates(&|x| flat(p, x) && !flat(q, x));
+        if let (Some(&m), Some(&n)) = (ms.last(), ns.last()) {
+            // Skinny products (a matrix times a vector) go to the plain reduction.
+            if shape.0[m] < 2 || shape.0[n] < 2 {
+                return None;
+            }
+            let batch = (0..shape.rank())
+                .filter(|&x| x != m && x != n && !reduced(x))
+                .collect();
+            let depth = axes.iter().map(|&x| shape.0[x]).product();
+            return Some(MatmulForm {
+                p,
+                q,
+                m,
+                n,
+                ks: axes.clone(),
+                depth,
+                batch,
+                shape,
+            });
+        }
+    }
+    None
 }

@@ -31,10 +31,10 @@
 use super::codegen::{fill, strided_expr, validate, Block, Emitter, Layout, Problem, MAX_ELEMENTS};
 use super::device::GpuLimits;
 use crate::backend::cpu::live_nodes;
-use crate::backend::depth_cuts;
+use crate::backend::{depth_cuts, matmul_form, MatmulForm};
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId};
-use crate::ops::{f32_literal, BinaryOp, Op, ReduceOp};
+use crate::ops::{f32_literal, Op, ReduceOp};
 use crate::shape::{Shape, StridedMap};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -1716,84 +1716,6 @@ fn reduce_kernel(
         bindings,
         workgroups: dispatch_count(slots.len(), per_group, limits),
     }
-}
-
-/// A sum over consecutive axes (together `k`) of a product `p · q` where `p`
-/// is a broadcast constant along axis `n` and `q` one along axis `m`: a
-/// (batched) matrix product, as `matmul` and its gradients record it. The
-/// other axes are batch axes.
-struct MatmulForm {
-    p: NodeId,
-    q: NodeId,
-    m: usize,
-    n: usize,
-    /// The reduced axes (consecutive).
-    ks: Vec<usize>,
-    /// The number of terms in each sum.
-    depth: usize,
-    batch: Vec<usize>,
-    shape: Shape,
-}
-
-fn matmul_form(nodes: &[Node], id: NodeId) -> Option<MatmulForm> {
-    let node = &nodes[id.index()];
-    let Op::Reduce {
-        op: ReduceOp::Sum,
-        axes,
-    } = &node.op
-    else {
-        return None;
-    };
-    let prod = &nodes[node.inputs[0].index()];
-    // Consecutive reduced axes are one axis of the row-major layout (the
-    // batched gradient of a broadcast operand sums over batch and rows).
-    let consecutive = axes.windows(2).all(|w| w[1] == w[0] + 1);
-    if !consecutive || prod.op != Op::Binary(BinaryOp::Mul) || prod.shape.rank() < axes.len() + 2 {
-        return None;
-    }
-    let shape = prod.shape.clone();
-    let reduced = |x: usize| axes.contains(&x);
-    // Whether `v` is a broadcast that does not vary along `axis`.
-    let flat = |v: NodeId, axis: usize| {
-        let n = &nodes[v.index()];
-        if n.op != Op::Broadcast {
-            return false;
-        }
-        let input = &nodes[n.inputs[0].index()].shape;
-        let shift = shape.rank() - input.rank();
-        axis < shift || input.0[axis - shift] == 1
-    };
-    let [a, b] = [prod.inputs[0], prod.inputs[1]];
-    for (p, q) in [(a, b), (b, a)] {
-        let candidates = |f: &dyn Fn(usize) -> bool| {
-            (0..shape.rank())
-                .filter(|&x| !reduced(x) && f(x))
-                .collect::<Vec<_>>()
-        };
-        let ms = candidates(&|x| flat(q, x) && !flat(p, x));
-        let ns = candidates(&|x| flat(p, x) && !flat(q, x));
-        if let (Some(&m), Some(&n)) = (ms.last(), ns.last()) {
-            // Skinny products (a matrix times a vector) go to the plain reduction.
-            if shape.0[m] < 2 || shape.0[n] < 2 {
-                return None;
-            }
-            let batch = (0..shape.rank())
-                .filter(|&x| x != m && x != n && !reduced(x))
-                .collect();
-            let depth = axes.iter().map(|&x| shape.0[x]).product();
-            return Some(MatmulForm {
-                p,
-                q,
-                m,
-                n,
-                ks: axes.clone(),
-                depth,
-                batch,
-                shape,
-            });
-        }
-    }
-    None
 }
 
 /// A matrix product in tiles (`shaders/matmul.wgsl`). Where its tensors
