@@ -1,9 +1,10 @@
 //! The benchmark workloads of ../shared/anchors (seed, rosenbrock, logreg),
-//! with anchors.py's protocol: data already on the device, warm-up runs (two,
+//! and `mlp` (`scripts/anchor_mlp.py` times it in JAX and PyTorch), with
+//! anchors.py's protocol: data already on the device, warm-up runs (two,
 //! and more until half a second has passed: see `WARM_UP_S`), then the
 //! median of 20 runs, each finished before the clock stops.
 //!
-//! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg]
+//! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg,mlp]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
@@ -19,6 +20,12 @@
 //! dispatch (as on a device without device-scope fences). `--kernels` adds each GPU kernel's own
 //! time (timestamps; the median of `--reps` timed runs after the others)
 //! and bandwidth.
+//!
+//! `mlp` is one SGD step (lr 0.1) of a network of two layers, 784 inputs,
+//! 128 hidden (relu) and 10 classes (softmax cross-entropy), over a batch
+//! of 2^k rows (`--sizes` is log2 of the batch): matrix products, and
+//! their 6·B·(784·128 + 128·10) flops, more than memory traffic. Its
+//! bytes per element count per element of the batch's inputs (B·784).
 //!
 //! `--compile` times `compile` instead, for graphs of many nodes (the
 //! median of `--reps`; `--sizes` is then log2 of their steps or tensors,
@@ -40,6 +47,8 @@ use std::time::Instant;
 use wgrad::{CpuOptions, Device, GpuOptions, Graph, Program, Var};
 
 const D: usize = 1024; // logreg features; B = n / D rows
+/// The mlp's layers: inputs, hidden units, classes.
+const MLP: [usize; 3] = [784, 128, 10];
 const LR: f64 = 1e-4;
 /// Seconds of warm-up runs (at least two runs).
 const WARM_UP_S: f64 = 0.5;
@@ -158,7 +167,33 @@ fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
             p.set_param("v", &vec![0.0; D])?;
             p
         }
-        other => bail!("unknown workload `{other}` (seed, rosenbrock or logreg)"),
+        "mlp" => {
+            let [inputs, hidden, classes] = MLP;
+            let x = g.param("x", [n, inputs]);
+            let t = g.param("t", [n, classes]);
+            let w1 = g.param("w1", [inputs, hidden]);
+            let b1 = g.param("b1", [hidden]);
+            let w2 = g.param("w2", [hidden, classes]);
+            let b2 = g.param("b2", [classes]);
+            let h = (x.matmul(w1) + b1).relu();
+            let loss = (h.matmul(w2) + b2).cross_entropy(t);
+            let params = [w1, b1, w2, b2];
+            let updates = wgrad::Optimizer::Sgd { lr: 0.1 }.minimize(loss, &params);
+            let mut p = g.compile_with_updates(device, &[], &updates)?;
+            p.set_param("x", &normal(n * inputs))?;
+            let one_hot: Vec<f32> = (0..n * classes)
+                .map(|i| f32::from(i % classes == (i / classes) % classes))
+                .collect();
+            p.set_param("t", &one_hot)?;
+            for (name, len) in [("w1", inputs * hidden), ("w2", hidden * classes)] {
+                let w: Vec<f32> = normal(len).iter().map(|v| v * 0.05).collect();
+                p.set_param(name, &w)?;
+            }
+            p.set_param("b1", &vec![0.0; hidden])?;
+            p.set_param("b2", &vec![0.0; classes])?;
+            p
+        }
+        other => bail!("unknown workload `{other}` (seed, rosenbrock, logreg or mlp)"),
     };
     Ok(prog)
 }
@@ -250,6 +285,8 @@ fn main() -> Result<()> {
     for &logn in args.sizes.as_deref().unwrap_or(&[20, 24]) {
         for w in &args.workloads {
             let n = 1usize << logn;
+            // The elements a run's bytes are counted per.
+            let elements = if w == "mlp" { n * MLP[0] } else { n };
             let mut prog = match build(w, n, &device) {
                 Ok(p) => p,
                 Err(e) => {
@@ -306,7 +343,7 @@ fn main() -> Result<()> {
             // CPU backends have neither.
             let counted = device.is_gpu();
             let bytes = s.bytes_read + s.bytes_written;
-            let per_elem = bytes as f64 / n as f64;
+            let per_elem = bytes as f64 / elements as f64;
             let or_null = |v: String| if counted { v } else { "null".into() };
             if args.json {
                 println!(
