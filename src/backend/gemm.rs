@@ -56,6 +56,12 @@ struct Scratch {
     qa: Vec<f32>,
 }
 
+thread_local! {
+    /// Each thread's, kept between runs: fresh buffers every run were
+    /// page faults (an eighth of a small product's time).
+    static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
+}
+
 /// A matrix product computed by blocks, `out[b, i, j] = Σ_k p[b, i, k] · q[b, j, k]`.
 pub(crate) struct Product {
     pub node: NodeId,
@@ -112,79 +118,103 @@ impl Product {
 
     /// Compute the product from its factors' values into `out`.
     pub(crate) fn run(&self, p: &[f32], q: &[f32], out: &mut [f32]) {
-        let (m, n) = (self.p.rows.len(), self.q.rows.len());
-        // Tasks of at most `MC` rows by `NC` columns of one batch, enough
-        // of them to keep every core busy.
-        let threads = rayon::current_num_threads();
-        let split = m.div_ceil(2 * threads);
-        let mc = MC.min(split.div_ceil(MR) * MR).max(MR);
-        let tasks: Vec<Block> = (0..self.out_batches.len())
-            .flat_map(|batch| {
-                (0..m).step_by(mc).flat_map(move |i| {
-                    (0..n).step_by(NC).map(move |j| Block {
-                        batch,
-                        rows: i..m.min(i + mc),
-                        cols: j..n.min(j + NC),
-                    })
-                })
-            })
-            .collect();
-        let tile = |scratch: &mut Scratch, block: &Block| self.tile(scratch, p, q, block);
-        let tiles: Vec<Vec<f32>> = match tasks.len() {
-            1 => vec![tile(&mut Scratch::default(), &tasks[0])],
-            _ => tasks.par_iter().map_init(Scratch::default, tile).collect(),
-        };
-        for (block, values) in tasks.iter().zip(tiles) {
-            let cols = block.cols.len();
-            for (i, row) in block.rows.clone().zip(values.chunks(cols)) {
-                let at = self.out_batches[block.batch]
-                    + i * self.out_rows
-                    + block.cols.start * self.out_cols;
-                match self.out_cols {
-                    1 => out[at..at + cols].copy_from_slice(row),
-                    step => (row.iter().enumerate()).for_each(|(c, &v)| out[at + c * step] = v),
-                }
-            }
+        let (m, n, batches) = (self.p.rows.len(), self.q.rows.len(), self.out_batches.len());
+        let in_order = (self.out_batches.iter().enumerate()).all(|(b, &at)| at == b * m * n);
+        if in_order && self.out_rows == n && self.out_cols == 1 {
+            return self.run_in_order(p, q, out);
+        }
+        // The product's axes in another order (a batch axis last, the
+        // columns' axis before the rows'): computed in order, then placed.
+        let mut tmp = vec![0.0; batches * m * n];
+        self.run_in_order(p, q, &mut tmp);
+        for (at, &x) in tmp.iter().enumerate() {
+            let (b, i, j) = (at / (m * n), at / n % m, at % n);
+            out[self.out_batches[b] + i * self.out_rows + j * self.out_cols] = x;
         }
     }
 
-    /// One task's outputs, row-major: `tile_body` compiled for the widest
+    /// `run` into `out` laid out as [batches, rows, columns], in tasks of
+    /// at most `MC` rows of one batch, enough of them to keep every core
+    /// busy; each writes its rows.
+    fn run_in_order(&self, p: &[f32], q: &[f32], out: &mut [f32]) {
+        let (m, n) = (self.p.rows.len(), self.q.rows.len());
+        let split = m.div_ceil(2 * rayon::current_num_threads());
+        let mc = MC.min(split.div_ceil(MR) * MR).max(MR);
+        let mut tasks: Vec<(usize, usize, &mut [f32])> = (out.chunks_mut(m * n).enumerate())
+            .flat_map(|(batch, o)| {
+                let rows = o.chunks_mut(mc * n).enumerate();
+                rows.map(move |(r, rows)| (batch, r * mc, rows))
+            })
+            .collect();
+        let task = |(batch, i, rows): (usize, usize, &mut [f32])| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                for j in (0..n).step_by(NC) {
+                    let block = Block {
+                        batch,
+                        rows: i..i + rows.len() / n,
+                        cols: j..n.min(j + NC),
+                    };
+                    self.tile(scratch, p, q, &block, rows);
+                }
+            })
+        };
+        match tasks.len() {
+            1 => task(tasks.pop().expect("one task")),
+            _ => tasks.into_par_iter().for_each(task),
+        }
+    }
+
+    /// A block of outputs into `out` (the block's rows, whole): `tile_body` compiled for the widest
     /// fused multiply-adds this CPU has, with its register tile (the same
     /// operations in the same order for every output: the same bits).
-    fn tile(&self, scratch: &mut Scratch, p: &[f32], q: &[f32], block: &Block) -> Vec<f32> {
+    fn tile(&self, scratch: &mut Scratch, p: &[f32], q: &[f32], block: &Block, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") {
                 // SAFETY: this CPU has AVX-512, checked just above.
-                return unsafe { self.tile_avx512(scratch, p, q, block) };
+                return unsafe { self.tile_avx512(scratch, p, q, block, out) };
             }
             if has!("avx2") && has!("fma") {
                 // SAFETY: this CPU has AVX2 and FMA, checked just above.
-                return unsafe { self.tile_avx2(scratch, p, q, block) };
+                return unsafe { self.tile_avx2(scratch, p, q, block, out) };
             }
         }
-        self.tile_body::<16>(scratch, p, q, block, micro::<16>)
+        self.tile_body::<16>(scratch, p, q, block, out, micro::<16>)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    fn tile_avx512(&self, scratch: &mut Scratch, p: &[f32], q: &[f32], block: &Block) -> Vec<f32> {
+    fn tile_avx512(
+        &self,
+        scratch: &mut Scratch,
+        p: &[f32],
+        q: &[f32],
+        block: &Block,
+        out: &mut [f32],
+    ) {
         // SAFETY: AVX-512 is enabled here, and `tile_body` checks the lengths.
         let kernel = |kc, pp: &[f32], qp: &[f32], acc: &mut [f64], ld| unsafe {
             micro_avx512(kc, pp, qp, acc, ld)
         };
-        self.tile_body::<32>(scratch, p, q, block, kernel)
+        self.tile_body::<32>(scratch, p, q, block, out, kernel)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn tile_avx2(&self, scratch: &mut Scratch, p: &[f32], q: &[f32], block: &Block) -> Vec<f32> {
+    fn tile_avx2(
+        &self,
+        scratch: &mut Scratch,
+        p: &[f32],
+        q: &[f32],
+        block: &Block,
+        out: &mut [f32],
+    ) {
         // SAFETY: AVX2 and FMA are enabled here, and `tile_body` checks the lengths.
         let kernel = |kc, pp: &[f32], qp: &[f32], acc: &mut [f64], ld| unsafe {
             micro_avx2(kc, pp, qp, acc, ld)
         };
-        self.tile_body::<16>(scratch, p, q, block, kernel)
+        self.tile_body::<16>(scratch, p, q, block, out, kernel)
     }
 
     /// The outputs `rows` × `cols` of batch `b`, by blocks of `KC` terms
@@ -197,8 +227,9 @@ impl Product {
         p: &[f32],
         q: &[f32],
         block: &Block,
+        out: &mut [f32],
         kernel: impl Fn(usize, &[f32], &[f32], &mut [f64], usize),
-    ) -> Vec<f32> {
+    ) {
         let Block { batch, rows, cols } = block;
         let (m, n) = (rows.len(), cols.len());
         let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
@@ -222,11 +253,13 @@ impl Product {
                 }
             }
         }
-        let mut out = Vec::with_capacity(m * n);
-        for r in 0..m {
-            out.extend(acc[r * ld..][..n].iter().map(|&x| x as f32));
+        let width = self.q.rows.len();
+        for (r, row) in out.chunks_mut(width).enumerate() {
+            let sums = &acc[r * ld..][..n];
+            for (x, &sum) in row[cols.start..cols.end].iter_mut().zip(sums) {
+                *x = sum as f32;
+            }
         }
-        out
     }
 }
 
@@ -538,9 +571,11 @@ mod tests {
             cols: 0..70,
         };
         let mut s = Scratch::default();
-        let portable = p.tile_body::<16>(&mut s, &a, &b, &block, micro::<16>);
-        let wide = p.tile_body::<32>(&mut s, &a, &b, &block, micro::<32>);
-        let best = p.tile(&mut s, &a, &b, &block);
+        let mut outputs = || vec![0.0; 17 * 70];
+        let (mut portable, mut wide, mut best) = (outputs(), outputs(), outputs());
+        p.tile_body::<16>(&mut s, &a, &b, &block, &mut portable, micro::<16>);
+        p.tile_body::<32>(&mut s, &a, &b, &block, &mut wide, micro::<32>);
+        p.tile(&mut s, &a, &b, &block, &mut best);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&portable), bits(&wide), "tile widths differ");
         assert_eq!(bits(&portable), bits(&best), "the vector kernel differs");
@@ -548,7 +583,8 @@ mod tests {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: this CPU has AVX2 and FMA.
-            let avx2 = unsafe { p.tile_avx2(&mut s, &a, &b, &block) };
+            let mut avx2 = outputs();
+            unsafe { p.tile_avx2(&mut s, &a, &b, &block, &mut avx2) };
             assert_eq!(bits(&portable), bits(&avx2), "the AVX2 kernel differs");
         }
         // And the f64 dot products, to within the f32 partials' rounding.
