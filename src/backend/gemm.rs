@@ -571,7 +571,7 @@ mod tests {
             cols: 0..70,
         };
         let mut s = Scratch::default();
-        let mut outputs = || vec![0.0; 17 * 70];
+        let outputs = || vec![0.0; 17 * 70];
         let (mut portable, mut wide, mut best) = (outputs(), outputs(), outputs());
         p.tile_body::<16>(&mut s, &a, &b, &block, &mut portable, micro::<16>);
         p.tile_body::<32>(&mut s, &a, &b, &block, &mut wide, micro::<32>);
