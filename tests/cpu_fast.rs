@@ -40,7 +40,7 @@ fn matrix_products_by_blocks_match_the_reference() {
     // and both its gradients run by blocks (`gemm.rs`), with sizes past
     // the register tile's, the packed blocks' and the tasks' edges.
     type Product = for<'g> fn(&[Var<'g>]) -> Var<'g>;
-    let cases: [(&str, &[&[usize]], Product); 7] = [
+    let cases: [(&str, &[&[usize]], Product); 8] = [
         ("k past a block", &[&[7, 300], &[300, 35]], |v| {
             v[0].matmul(v[1])
         }),
@@ -61,6 +61,10 @@ fn matrix_products_by_blocks_match_the_reference() {
         }),
         ("permuted batches", &[&[40, 3, 9], &[3, 40, 4]], |v| {
             v[0].permute(&[1, 2, 0]).matmul(v[1])
+        }),
+        // Recorded as its product of broadcasts: the batch axis comes last.
+        ("a batch axis last", &[&[6, 40, 1, 3], &[40, 7, 3]], |v| {
+            (v[0] * v[1]).sum_axes(&[1], true)
         }),
     ];
     let mut r = rng(21);

@@ -101,12 +101,20 @@ impl Product {
         for &k in &form.ks {
             out[k] = 0;
         }
+        let (out_rows, out_cols) = (out[form.m], out[form.n]);
+        // Where the output's columns are its rows' axis (a gradient's
+        // product, transposed), the factors swap: the same sums, each in
+        // the same order (a·b + c = b·a + c), written in order.
+        let (p, q, out_rows, out_cols) = match out_rows == 1 && out_cols != 1 {
+            true => (q, p, out_cols, out_rows),
+            false => (p, q, out_rows, out_cols),
+        };
         Ok(Product {
             node: id,
             p,
             q,
-            out_rows: out[form.m],
-            out_cols: out[form.n],
+            out_rows,
+            out_cols,
             out_batches: offsets(dims, &form.batch, &out),
         })
     }
@@ -123,8 +131,8 @@ impl Product {
         if in_order && self.out_rows == n && self.out_cols == 1 {
             return self.run_in_order(p, q, out);
         }
-        // The product's axes in another order (a batch axis last, the
-        // columns' axis before the rows'): computed in order, then placed.
+        // The product's axes in another order (a batch axis last):
+        // computed in order, then placed.
         let mut tmp = vec![0.0; batches * m * n];
         self.run_in_order(p, q, &mut tmp);
         for (at, &x) in tmp.iter().enumerate() {
