@@ -271,8 +271,8 @@ impl Product {
     }
 }
 
-/// Copy the factor's rows `rows` and terms `ks` into panels of `w` rows,
-/// each term's `w` values together (rows past the end are zeros).
+/// Copy the factor's rows `rows` and terms `ks` into panels of `W` rows,
+/// each term's `W` values together (rows past the end are zeros).
 #[inline(always)]
 fn pack<const W: usize>(
     dst: &mut [f32],
@@ -282,40 +282,62 @@ fn pack<const W: usize>(
     rows: Range<usize>,
     ks: Range<usize>,
 ) {
-    let w = W;
     let kc = ks.len();
     let base = f.batches[b];
     let terms = &f.terms[ks];
-    for (dst, panel) in dst
-        .chunks_mut(w * kc)
-        .zip((rows.start..rows.end).step_by(w))
-    {
-        let live = w.min(rows.end - panel);
-        let at = &f.rows[panel..panel + live];
-        if live < w {
-            dst.fill(0.0);
-        }
-        if live == w && steps_by_one(at) {
-            // Each term's rows are consecutive (a row-major matrix's
-            // columns): copies of `W`, a constant length (a call to
-            // `memcpy` per term took a third of a small product's time).
-            for (t, &term) in terms.iter().enumerate() {
-                let from = base + term + at[0];
-                let whole: &[f32; W] = src[from..from + w].try_into().expect("W values");
-                dst[t * w..][..w].copy_from_slice(whole);
+    let at = &f.rows[rows];
+    let panels = at.len().div_ceil(W);
+    let dst = &mut dst[..panels * W * kc];
+    if at.len() % W != 0 {
+        dst[(panels - 1) * W * kc..].fill(0.0);
+    }
+    if steps_by_one(at) {
+        // Each term's rows are consecutive (a row-major matrix's columns):
+        // read along them, every panel's `W` at once, copies of a constant
+        // length (a call to `memcpy` per copy took a third of a small
+        // product's time; a panel at a time, a strided walk down the matrix).
+        let whole = at.len() / W;
+        for (t, &term) in terms.iter().enumerate() {
+            let run = &src[base + term + at[0]..][..at.len()];
+            let (full, rest) = run.split_at(whole * W);
+            for (panel, values) in full.chunks_exact(W).enumerate() {
+                let values: &[f32; W] = values.try_into().expect("W values");
+                dst[panel * W * kc + t * W..][..W].copy_from_slice(values);
             }
-        } else if steps_by_one(terms) {
-            // Each row's terms are consecutive (a row-major matrix's rows).
-            for (r, &row) in at.iter().enumerate() {
-                let from = &src[base + row + terms[0]..][..kc];
-                for (t, &x) in from.iter().enumerate() {
-                    dst[t * w + r] = x;
+            for (r, &x) in rest.iter().enumerate() {
+                dst[whole * W * kc + t * W + r] = x;
+            }
+        }
+    } else if steps_by_one(terms) {
+        // Each row's terms are consecutive (a row-major matrix's rows):
+        // a panel's `W` rows read side by side, each term's `W` values
+        // written together (a row at a time compiled to scatters).
+        for (dst, rows) in dst.chunks_exact_mut(W * kc).zip(at.chunks(W)) {
+            let from: Vec<&[f32]> = (rows.iter())
+                .map(|&row| &src[base + row + terms[0]..][..kc])
+                .collect();
+            match <[&[f32]; W]>::try_from(from) {
+                Ok(from) => {
+                    for (t, to) in dst.chunks_exact_mut(W).enumerate() {
+                        for (x, row) in to.iter_mut().zip(&from) {
+                            *x = row[t];
+                        }
+                    }
+                }
+                Err(from) => {
+                    for (r, row) in from.iter().enumerate() {
+                        for (t, &x) in row.iter().enumerate() {
+                            dst[t * W + r] = x;
+                        }
+                    }
                 }
             }
-        } else {
+        }
+    } else {
+        for (dst, rows) in dst.chunks_exact_mut(W * kc).zip(at.chunks(W)) {
             for (t, &term) in terms.iter().enumerate() {
-                for (r, &row) in at.iter().enumerate() {
-                    dst[t * w + r] = src[base + term + row];
+                for (r, &row) in rows.iter().enumerate() {
+                    dst[t * W + r] = src[base + term + row];
                 }
             }
         }
