@@ -288,7 +288,7 @@ fn pack<const W: usize>(
     let at = &f.rows[rows];
     let panels = at.len().div_ceil(W);
     let dst = &mut dst[..panels * W * kc];
-    if at.len() % W != 0 {
+    if !at.len().is_multiple_of(W) {
         dst[(panels - 1) * W * kc..].fill(0.0);
     }
     if steps_by_one(at) {
