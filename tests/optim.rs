@@ -1,5 +1,6 @@
 //! Optimizers: the textbook formulas by hand, GPU against CPU over several
-//! steps, and convergence on a convex problem.
+//! steps, convergence on a convex problem, and a small network's training
+//! on every device against the reference.
 
 mod common;
 use common::*;
@@ -140,5 +141,55 @@ fn a_convex_problem_converges() {
                 device.describe()
             );
         }
+    }
+}
+
+/// Five SGD steps of a network of two layers (matrix products, biases,
+/// relu, softmax cross-entropy) over a batch, on `device`: the loss before
+/// each step, and the four parameters after them.
+fn train_two_layers(device: &Device) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let (batch, inputs, hidden, classes) = (64, 50, 32, 10);
+    let g = Graph::new();
+    let x = g.input("x", [batch, inputs]);
+    let t = g.input("t", [batch, classes]);
+    let params = [
+        ("w1", g.param("w1", [inputs, hidden])),
+        ("b1", g.param("b1", [hidden])),
+        ("w2", g.param("w2", [hidden, classes])),
+        ("b2", g.param("b2", [classes])),
+    ];
+    let [w1, b1, w2, b2] = params.map(|p| p.1);
+    let h = (x.matmul(w1) + b1).relu();
+    let loss = (h.matmul(w2) + b2).cross_entropy(t);
+    let updates = Optimizer::Sgd { lr: 0.5 }.minimize(loss, &[w1, b1, w2, b2]);
+    let mut r = rng(22);
+    let xs: Vec<f32> = start(23, batch * inputs);
+    let ts: Vec<f32> = (0..batch * classes)
+        .map(|i| f32::from(i % classes == (i / classes) * 7 % classes))
+        .collect();
+    let mut p = g.compile_with_updates(device, &[loss], &updates).unwrap();
+    for (name, w) in &params {
+        let values = sample(&mut r, w.numel(), Domain::Any);
+        p.set_param(
+            name,
+            &values.iter().map(|&v| v as f32 * 0.2).collect::<Vec<_>>(),
+        )
+        .unwrap();
+    }
+    let feeds = [("x", xs.as_slice()), ("t", ts.as_slice())];
+    let losses = (0..5).map(|_| p.run(&feeds).unwrap().remove(0)).collect();
+    let trained = params.iter().map(|(n, _)| p.param(n).unwrap()).collect();
+    (losses, trained)
+}
+
+#[test]
+fn a_two_layer_network_trains_as_the_reference_does_on_every_device() {
+    let (losses, trained) = train_two_layers(&Device::cpu());
+    assert!(losses[4][0] < losses[0][0], "the loss falls");
+    for device in std::iter::once(Device::cpu_f32()).chain(gpu()) {
+        let (got_losses, got) = train_two_layers(&device);
+        let what = device.describe();
+        assert_close(&format!("{what}: losses"), &got_losses, &losses, 1e-4);
+        assert_close(&format!("{what}: parameters"), &got, &trained, 1e-4);
     }
 }
