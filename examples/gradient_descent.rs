@@ -2,9 +2,13 @@
 //! if there is one (a real one, else lavapipe), else the CPU fast path
 //! (`--backend cpu`; `reference` is the f64 interpreter).
 //!
-//! cargo run --release --example gradient_descent -- [--problem rosenbrock|logreg]
+//! cargo run --release --example gradient_descent -- [--problem rosenbrock|logreg|mlp]
 //!     [--backend auto|gpu|cpu|reference] [--n N] [--steps K] [--lr LR]
 //!     [--optimizer sgd|momentum|adam] [--every M] [--plot PATH]
+//!
+//! `logreg` and `mlp` take `--n` as the elements of their data X (rows of
+//! 1024 and 784 features); `mlp` is a network of two layers (784-128-10,
+//! relu, softmax cross-entropy) classifying points around 10 centres.
 //!
 //! One step is one submit: the gradient and the optimizer's update are fused
 //! into a few kernels, parameters and optimizer state never leave the device,
@@ -101,8 +105,8 @@ fn main() -> Result<()> {
     let g = Graph::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let n = args.n;
-    // The problem: its loss, its parameter, and the data to set.
-    let (loss, w, data): (Var, Var, Vec<(&str, Vec<f32>)>) = match args.problem.as_str() {
+    // The problem: its loss, its parameters, and the data to set.
+    let (loss, params, data): (Var, Vec<Var>, Vec<(&str, Vec<f32>)>) = match args.problem.as_str() {
         "rosenbrock" => {
             // R(w) = Σ_{i<n−1} 100(w_{i+1} − w_i²)² + (1 − w_i)², from the classic (−1.2, 1, …).
             let w = g.param("w", [n]);
@@ -111,7 +115,7 @@ fn main() -> Result<()> {
             let w0 = (0..n)
                 .map(|i| if i % 2 == 0 { -1.2 } else { 1.0 })
                 .collect();
-            (loss, w, vec![("w", w0)])
+            (loss, vec![w], vec![("w", w0)])
         }
         "logreg" => {
             // L(v) = mean softplus(−t ⊙ (X v)), X ∈ R^{B×1024}, labels from a
@@ -138,9 +142,47 @@ fn main() -> Result<()> {
                     }
                 })
                 .collect();
-            (loss, v, vec![("X", xs), ("t", ts), ("v", vec![0.0; d])])
+            (
+                loss,
+                vec![v],
+                vec![("X", xs), ("t", ts), ("v", vec![0.0; d])],
+            )
         }
-        other => bail!("unknown problem `{other}` (rosenbrock or logreg)"),
+        "mlp" => {
+            // Points around 10 random centres in 784 dimensions, a class
+            // each, and one-hot targets: data set once on the device.
+            let (inputs, hidden, classes) = (784, 128, 10);
+            let rows = (n / inputs).max(1);
+            let x = g.param("X", [rows, inputs]);
+            let t = g.param("t", [rows, classes]);
+            let (w1, b1) = (g.param("w1", [inputs, hidden]), g.param("b1", [hidden]));
+            let (w2, b2) = (g.param("w2", [hidden, classes]), g.param("b2", [classes]));
+            let h = (x.matmul(w1) + b1).relu();
+            let loss = (h.matmul(w2) + b2).cross_entropy(t);
+            let mut uniform = |len: usize, scale: f32| -> Vec<f32> {
+                (0..len)
+                    .map(|_| scale * rng.random_range(-1.0f32..1.0))
+                    .collect()
+            };
+            let centres = uniform(classes * inputs, 0.1);
+            let noise = uniform(rows * inputs, 1.0);
+            let xs = (0..rows * inputs)
+                .map(|i| centres[(i / inputs) % classes * inputs + i % inputs] + noise[i])
+                .collect();
+            let ts = (0..rows * classes)
+                .map(|i| f32::from(i % classes == (i / classes) % classes))
+                .collect();
+            let data = vec![
+                ("X", xs),
+                ("t", ts),
+                ("w1", uniform(inputs * hidden, 0.05)),
+                ("b1", vec![0.0; hidden]),
+                ("w2", uniform(hidden * classes, 0.05)),
+                ("b2", vec![0.0; classes]),
+            ];
+            (loss, vec![w1, b1, w2, b2], data)
+        }
+        other => bail!("unknown problem `{other}` (rosenbrock, logreg or mlp)"),
     };
     let default_lr = |adam: f64, other: f64| {
         args.lr.unwrap_or(if args.optimizer == "adam" {
@@ -149,10 +191,10 @@ fn main() -> Result<()> {
             other
         })
     };
-    let (adam_lr, other_lr) = if args.problem == "rosenbrock" {
-        (1e-2, 1e-4)
-    } else {
-        (1e-2, 0.5)
+    let (adam_lr, other_lr) = match args.problem.as_str() {
+        "rosenbrock" => (1e-2, 1e-4),
+        "mlp" => (1e-3, 0.1),
+        _ => (1e-2, 0.5),
     };
     let lr = default_lr(adam_lr, other_lr);
     let opt = match args.optimizer.as_str() {
@@ -161,7 +203,7 @@ fn main() -> Result<()> {
         "adam" => Optimizer::adam(lr),
         other => bail!("unknown optimizer `{other}` (sgd, momentum or adam)"),
     };
-    let updates = opt.minimize(loss, &[w]);
+    let updates = opt.minimize(loss, &params);
     let t0 = Instant::now();
     let mut prog = g.compile_with_updates(&device, &[loss], &updates)?;
     for (name, values) in &data {
@@ -180,7 +222,7 @@ fn main() -> Result<()> {
     println!(
         "{} with {} parameters, {opt:?}; compiled in {:.2?}{kernels}",
         args.problem,
-        w.numel(),
+        params.iter().map(|p| p.numel()).sum::<usize>(),
         t0.elapsed(),
     );
 
