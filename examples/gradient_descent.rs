@@ -22,6 +22,9 @@ use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use wgrad::{Device, Graph, Optimizer, Var};
 
+/// Values to set, by parameter name.
+type Data = Vec<(&'static str, Vec<f32>)>;
+
 struct Args {
     problem: String,
     backend: String,
@@ -106,7 +109,7 @@ fn main() -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let n = args.n;
     // The problem: its loss, its parameters, and the data to set.
-    let (loss, params, data): (Var, Vec<Var>, Vec<(&str, Vec<f32>)>) = match args.problem.as_str() {
+    let (loss, params, data): (Var, Vec<Var>, Data) = match args.problem.as_str() {
         "rosenbrock" => {
             // R(w) = Σ_{i<n−1} 100(w_{i+1} − w_i²)² + (1 − w_i)², from the classic (−1.2, 1, …).
             let w = g.param("w", [n]);
