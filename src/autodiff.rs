@@ -1,6 +1,7 @@
 //! Reverse mode as a graph transform: `grad` appends the backward pass to the
 //! same graph, built from the op table's vector-Jacobian products, so
-//! gradients are ordinary nodes (and can be differentiated again).
+//! gradients are ordinary nodes (and can be differentiated again). Forward
+//! mode (`jvp`) is two reverse passes over the same table.
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Var};
@@ -31,6 +32,64 @@ impl Graph {
             });
         }
         Ok(self.recording_at(location, || self.backward(loss, wrt)))
+    }
+
+    /// The Jacobian-vector product: the derivative of `output` (any shape)
+    /// along `tangents` (one per variable of `wrt`, of its shape), recorded
+    /// into this graph; of `output`'s shape. A Hessian-vector product is the
+    /// `jvp` of a gradient. Panics (with the caller's line) where the
+    /// counts or shapes of `wrt` and `tangents` differ.
+    ///
+    /// Forward mode as two reverse passes (the op table has vector-Jacobian
+    /// products only): the gradient of `Σ output·u` is `uᵀJ`, linear in
+    /// `u`, so the gradient of `Σ_i (uᵀJ)_i·v_i` with respect to `u` is
+    /// `J·v`, whatever `u` is (a constant here, which no kernel reads).
+    #[track_caller]
+    pub fn jvp<'g>(&'g self, output: Var<'g>, wrt: &[Var<'g>], tangents: &[Var<'g>]) -> Var<'g> {
+        self.try_jvp(output, wrt, tangents)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `jvp`, or an error if `wrt` and `tangents` differ in count or shapes.
+    #[track_caller]
+    pub fn try_jvp<'g>(
+        &'g self,
+        output: Var<'g>,
+        wrt: &[Var<'g>],
+        tangents: &[Var<'g>],
+    ) -> Result<Var<'g>> {
+        let location = Location::caller();
+        self.own(std::iter::once(&output).chain(wrt).chain(tangents))?;
+        if wrt.len() != tangents.len() {
+            return Err(Error::Graph {
+                detail: format!(
+                    "jvp needs one tangent per variable: {} variables, {} tangents",
+                    wrt.len(),
+                    tangents.len()
+                ),
+                location,
+            });
+        }
+        for (w, t) in wrt.iter().zip(tangents) {
+            if w.shape() != t.shape() {
+                return Err(Error::Shape {
+                    op: "jvp",
+                    detail: "a tangent's shape differs from its variable's".into(),
+                    lhs: w.shape(),
+                    rhs: t.shape(),
+                    location,
+                });
+            }
+        }
+        Ok(self.recording_at(location, || {
+            let u = self.full(0.0, output.shape());
+            let vjp = self.backward((output * u).sum(), wrt);
+            let along = vjp.iter().zip(tangents).map(|(&a, &v)| (a * v).sum());
+            let total = along
+                .reduce(|a, b| a + b)
+                .unwrap_or_else(|| self.constant(0.0));
+            self.backward(total, &[u]).remove(0)
+        }))
     }
 
     fn backward<'g>(&'g self, loss: Var<'g>, wrt: &[Var<'g>]) -> Vec<Var<'g>> {

@@ -20,6 +20,11 @@
 //! [`Device::cpu_f32`] (a fused, multi-threaded f32 fast path);
 //! [`Device::auto`] picks a GPU if there is one.
 //!
+//! Derivatives: [`Graph::grad`] (reverse mode) and [`Graph::jvp`] (forward
+//! mode, along tangents) record their nodes into the same graph, so they
+//! compose: the gradient of a gradient, or the `jvp` of one (a
+//! Hessian-vector product).
+//!
 //! Training: parameters ([`Graph::param`]) stay in the program between runs;
 //! [`Graph::compile_with_updates`] fuses updates such as those of an
 //! [`Optimizer`] with the gradient that feeds them, so a step is one submit.

@@ -183,3 +183,106 @@ fn detach_stops_the_gradient() {
     let out = g.eval_f64(&d, &[("x", &[1.5, -2.0])]).unwrap();
     assert_eq!(out, vec![vec![1.5, -2.0]]);
 }
+
+/// `y` at `data` with every variable `vars[k]` moved by `h · tangents[k]`.
+fn moved(
+    g: &Graph,
+    y: Var,
+    data: &[(String, Vec<f64>)],
+    tangents: &[(String, Vec<f64>)],
+    h: f64,
+) -> Vec<f64> {
+    let shifted: Vec<(String, Vec<f64>)> = (data.iter())
+        .map(
+            |(n, d)| match tangents.iter().find(|(t, _)| *t == format!("t_{n}")) {
+                Some((_, v)) => (n.clone(), d.iter().zip(v).map(|(x, v)| x + h * v).collect()),
+                None => (n.clone(), d.clone()),
+            },
+        )
+        .collect();
+    g.eval_f64(&[y], &view(&shifted)).unwrap().remove(0)
+}
+
+#[test]
+fn every_ops_jvp_matches_finite_differences() {
+    // J·v of each op's output (any shape) along random tangents of all its
+    // operands at once, against (y(x + hv) − y(x − hv)) / 2h.
+    let mut failures = Vec::new();
+    for (k, c) in cases().iter().enumerate() {
+        if c.name == "detach" {
+            continue; // no derivative on purpose
+        }
+        let g = Graph::new();
+        let (vars, y, _) = record(&g, c);
+        let tangents: Vec<Var> = (c.inputs.iter())
+            .map(|(n, s, _)| g.input(&format!("t_{n}"), s.as_slice()))
+            .collect();
+        let jv = g.jvp(y, &vars, &tangents);
+        let data = feeds(c, y.numel(), k as u64);
+        let mut r = rng(100 + k as u64);
+        let tv: Vec<(String, Vec<f64>)> = (c.inputs.iter())
+            .map(|(n, s, _)| {
+                (
+                    format!("t_{n}"),
+                    sample(&mut r, s.iter().product(), Domain::Any),
+                )
+            })
+            .collect();
+        let all = [data.clone(), tv.clone()].concat();
+        let analytic = g.eval_f64(&[jv], &view(&all)).unwrap().remove(0);
+        let h = 1e-6;
+        let (up, down) = (moved(&g, y, &data, &tv, h), moved(&g, y, &data, &tv, -h));
+        for (e, a) in analytic.iter().enumerate() {
+            let numeric = (up[e] - down[e]) / (2.0 * h);
+            let err = (a - numeric).abs() / numeric.abs().max(1.0);
+            if err > 1e-5 || err.is_nan() {
+                failures.push(format!("{}[{e}]: jvp {a} vs {numeric}", c.name));
+                break;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "jvps off:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn forward_over_reverse_gives_the_hessian_vector_product() {
+    // H·v two ways: the jvp of the gradient, and the gradient of ∇f·v;
+    // the same numbers in f64, and on every device against the reference.
+    let g = Graph::new();
+    let (x, v) = (g.input("x", [3, 5]), g.input("v", [3, 5]));
+    let f = (x.sin().matmul(x.transpose()).tanh()).sum() + x.square().logsumexp();
+    let grad = g.grad(f, &[x])[0];
+    let forward = g.jvp(grad, &[x], &[v]);
+    let reverse = g.grad((grad * v).sum(), &[x])[0];
+    let mut r = rng(7);
+    let data = vec![
+        ("x".to_string(), sample(&mut r, 15, Domain::Any)),
+        ("v".to_string(), sample(&mut r, 15, Domain::Any)),
+    ];
+    let out = g.eval_f64(&[forward, reverse], &view(&data)).unwrap();
+    for (a, b) in out[0].iter().zip(&out[1]) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let devices = [wgrad::Device::cpu_f32()].into_iter().chain(gpu());
+    for device in devices {
+        check_against_reference(&device, &g, &[forward], &data, 1e-4, "hvp");
+    }
+}
+
+#[test]
+fn jvp_refuses_tangents_of_other_shapes() {
+    let g = Graph::new();
+    let x = g.input("x", [3]);
+    let err = g.try_jvp(x.sin(), &[x], &[g.input("v", [4])]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("jvp") && text.contains("[3]") && text.contains("[4]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gradcheck.rs"),
+        "names the caller's line: {text}"
+    );
+    let err = g.try_jvp(x.sin(), &[x], &[]).unwrap_err().to_string();
+    assert!(err.contains("one tangent per variable"), "{err}");
+}
