@@ -36,6 +36,7 @@
 mod autodiff;
 pub mod backend;
 mod error;
+mod fmath;
 mod gradcheck;
 mod graph;
 pub mod ops;

@@ -140,18 +140,18 @@ impl UnaryOp {
             Neg => -x,
             Abs => x.abs(),
             Sign => sign(x),
-            Exp => x.exp(),
-            Log => x.ln(),
+            Exp => x.exp_of(),
+            Log => x.ln_of(),
             Sqrt => x.sqrt(),
             Rsqrt => one / x.sqrt(),
             Recip => one / x,
             Square => x * x,
             Sin => x.sin(),
             Cos => x.cos(),
-            Tanh => x.tanh(),
-            Sigmoid => one / (one + (-x).exp()),
+            Tanh => x.tanh_of(),
+            Sigmoid => one / (one + (-x).exp_of()),
             Relu => max(x, zero),
-            Softplus => max(x, zero) + (-x.abs()).exp().ln_1p(),
+            Softplus => max(x, zero) + (-x.abs()).exp_of().ln_1p_of(),
             PowConst(c) => x.powf(T::from_f64(c)),
             Detach => x,
         }
@@ -472,6 +472,12 @@ pub(crate) fn min<T: Real>(a: T, b: T) -> T {
 pub trait Real: num_traits::Float + Send + Sync {
     /// `x` rounded to this type, as `as` rounds (out of range: infinite).
     fn from_f64(x: f64) -> Self;
+    /// e^x, ln x, ln(1 + x) and tanh x: libm's in f64 (the reference); in
+    /// f32 (the fast path) `fmath`'s, which the fast path's loops vectorize.
+    fn exp_of(self) -> Self;
+    fn ln_of(self) -> Self;
+    fn ln_1p_of(self) -> Self;
+    fn tanh_of(self) -> Self;
 }
 
 impl Real for f32 {
@@ -479,12 +485,44 @@ impl Real for f32 {
     fn from_f64(x: f64) -> Self {
         x as f32
     }
+    #[inline(always)]
+    fn exp_of(self) -> Self {
+        crate::fmath::exp(self)
+    }
+    #[inline(always)]
+    fn ln_of(self) -> Self {
+        crate::fmath::ln(self)
+    }
+    #[inline(always)]
+    fn ln_1p_of(self) -> Self {
+        crate::fmath::ln_1p(self)
+    }
+    #[inline(always)]
+    fn tanh_of(self) -> Self {
+        crate::fmath::tanh(self)
+    }
 }
 
 impl Real for f64 {
     #[inline(always)]
     fn from_f64(x: f64) -> Self {
         x
+    }
+    #[inline(always)]
+    fn exp_of(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn ln_of(self) -> Self {
+        self.ln()
+    }
+    #[inline(always)]
+    fn ln_1p_of(self) -> Self {
+        self.ln_1p()
+    }
+    #[inline(always)]
+    fn tanh_of(self) -> Self {
+        self.tanh()
     }
 }
 
