@@ -1,10 +1,11 @@
 //! The benchmark workloads of ../shared/anchors (seed, rosenbrock, logreg),
-//! and `mlp` (`scripts/anchor_mlp.py` times it in JAX and PyTorch), with
+//! and `mlp` and `layernorm` (`scripts/more_anchors.py` times them in JAX
+//! and PyTorch), with
 //! anchors.py's protocol: data already on the device, warm-up runs (two,
 //! and more until half a second has passed: see `WARM_UP_S`), then the
 //! median of 20 runs, each finished before the clock stops.
 //!
-//! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg,mlp]
+//! cargo run --release --example bench -- [--workload seed,rosenbrock,logreg,mlp,layernorm]
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
@@ -21,11 +22,13 @@
 //! time (timestamps; the median of `--reps` timed runs after the others)
 //! and bandwidth.
 //!
-//! `mlp` is one SGD step (lr 0.1) of a network of two layers, 784 inputs,
-//! 128 hidden (relu) and 10 classes (softmax cross-entropy), over a batch
-//! of 2^k rows (`--sizes` is log2 of the batch): matrix products, and
-//! their 6·B·(784·128 + 128·10) flops, more than memory traffic. Its
-//! bytes per element count per element of the batch's inputs (B·784).
+//! Like logreg, these two read a batch X of n / 1024 rows of 1024 features
+//! (n = 2^k elements, `--sizes`). `mlp` is one SGD step (lr 0.1) of a
+//! network of two layers, 1024 inputs, 128 hidden (relu) and 10 classes
+//! (softmax cross-entropy): matrix products, 6·B·(1024·128 + 128·10)
+//! flops, more than memory traffic. `layernorm` is one SGD step (lr 1e-4)
+//! of a layer norm's scale γ under a tanh, L = Σ tanh(γ ⊙ (x − μ)/√(σ² +
+//! 1e-5)) row by row: transcendental functions, two per element.
 //!
 //! `--compile` times `compile` instead, for graphs of many nodes (the
 //! median of `--reps`; `--sizes` is then log2 of their steps or tensors,
@@ -47,8 +50,8 @@ use std::time::Instant;
 use wgrad::{CpuOptions, Device, GpuOptions, Graph, Program, Var};
 
 const D: usize = 1024; // logreg features; B = n / D rows
-/// The mlp's layers: inputs, hidden units, classes.
-const MLP: [usize; 3] = [784, 128, 10];
+/// The mlp's hidden units and classes (its inputs are `D` features).
+const MLP: [usize; 2] = [128, 10];
 const LR: f64 = 1e-4;
 /// Seconds of warm-up runs (at least two runs).
 const WARM_UP_S: f64 = 0.5;
@@ -168,10 +171,10 @@ fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
             p
         }
         "mlp" => {
-            let [inputs, hidden, classes] = MLP;
-            let x = g.param("x", [n, inputs]);
-            let t = g.param("t", [n, classes]);
-            let w1 = g.param("w1", [inputs, hidden]);
+            let ([hidden, classes], rows) = (MLP, n / D);
+            let x = g.param("x", [rows, D]);
+            let t = g.param("t", [rows, classes]);
+            let w1 = g.param("w1", [D, hidden]);
             let b1 = g.param("b1", [hidden]);
             let w2 = g.param("w2", [hidden, classes]);
             let b2 = g.param("b2", [classes]);
@@ -180,12 +183,12 @@ fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
             let params = [w1, b1, w2, b2];
             let updates = wgrad::Optimizer::Sgd { lr: 0.1 }.minimize(loss, &params);
             let mut p = g.compile_with_updates(device, &[], &updates)?;
-            p.set_param("x", &normal(n * inputs))?;
-            let one_hot: Vec<f32> = (0..n * classes)
+            p.set_param("x", &normal(n))?;
+            let one_hot: Vec<f32> = (0..rows * classes)
                 .map(|i| f32::from(i % classes == (i / classes) % classes))
                 .collect();
             p.set_param("t", &one_hot)?;
-            for (name, len) in [("w1", inputs * hidden), ("w2", hidden * classes)] {
+            for (name, len) in [("w1", D * hidden), ("w2", hidden * classes)] {
                 let w: Vec<f32> = normal(len).iter().map(|v| v * 0.05).collect();
                 p.set_param(name, &w)?;
             }
@@ -193,7 +196,19 @@ fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
             p.set_param("b2", &vec![0.0; classes])?;
             p
         }
-        other => bail!("unknown workload `{other}` (seed, rosenbrock, logreg or mlp)"),
+        "layernorm" => {
+            let x = g.param("x", [n / D, D]);
+            let gamma = g.param("gamma", [D]);
+            let centred = x - x.mean_axes(&[-1], true);
+            let var = centred.square().mean_axes(&[-1], true);
+            let loss = (centred * (var + 1e-5).rsqrt() * gamma).tanh().sum();
+            let dg = g.grad(loss, &[gamma])[0];
+            let mut p = g.compile_with_updates(device, &[], &[(gamma, gamma - LR * dg)])?;
+            p.set_param("x", &normal(n))?;
+            p.set_param("gamma", &vec![1.0; D])?;
+            p
+        }
+        other => bail!("unknown workload `{other}` (seed, rosenbrock, logreg, mlp or layernorm)"),
     };
     Ok(prog)
 }
@@ -285,8 +300,6 @@ fn main() -> Result<()> {
     for &logn in args.sizes.as_deref().unwrap_or(&[20, 24]) {
         for w in &args.workloads {
             let n = 1usize << logn;
-            // The elements a run's bytes are counted per.
-            let elements = if w == "mlp" { n * MLP[0] } else { n };
             let mut prog = match build(w, n, &device) {
                 Ok(p) => p,
                 Err(e) => {
@@ -343,7 +356,7 @@ fn main() -> Result<()> {
             // CPU backends have neither.
             let counted = device.is_gpu();
             let bytes = s.bytes_read + s.bytes_written;
-            let per_elem = bytes as f64 / elements as f64;
+            let per_elem = bytes as f64 / n as f64;
             let or_null = |v: String| if counted { v } else { "null".into() };
             if args.json {
                 println!(

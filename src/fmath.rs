@@ -20,7 +20,13 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 #[inline(always)]
 fn times_pow2(x: f32, n: f32) -> f32 {
     let half = (n * 0.5 + ROUND) - ROUND;
-    let pow = |k: f32| f32::from_bits(((k as i32 + 127) << 23) as u32);
+    // k + 1.5 · 2^23 holds the integer k in its low bits: 2^k's exponent
+    // field from integer adds and a shift (`k as i32` checks for NaN and
+    // saturates, a scalar conversion per element).
+    let pow = |k: f32| {
+        let biased = (k + ROUND).to_bits().wrapping_sub(ROUND.to_bits() - 127);
+        f32::from_bits(biased << 23)
+    };
     x * pow(half) * pow(n - half)
 }
 
