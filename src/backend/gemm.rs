@@ -23,13 +23,18 @@ use std::ops::Range;
 /// Rows of the register tile; its columns are two vectors' lanes (16 with
 /// AVX2, 32 with AVX-512): 12 of 16 (AVX2) or 32 vector registers.
 const MR: usize = 6;
-/// Terms of k per packed block: a block of `q` (`KC` × `NC`) and one of
-/// `p` (`MC` × `KC`) stay in a core's L2 cache, a tile's column panel
-/// (`KC` × `NR`) in L1. A multiple of `DEPTH`, so that the f32 partials
-/// start at the same k whatever the blocks.
+/// Terms of k per packed block: a block of `q` (`KC` × `NC`, 256 KiB)
+/// and one of `p` (`MC` × `KC`, 480 KiB) stay in a core's L2 cache (2 MiB
+/// on this project's machines), a tile's column panel (`KC` × `NR`) in L1.
+/// A multiple of `DEPTH`, so that the f32 partials start at the same k
+/// whatever the blocks. `MC` of 480 rather than 96: a task reads each term
+/// of a transposed factor (X's columns, in the weights' gradient) as a
+/// longer run, and packs `q`'s blocks fewer times (1024 × 4096 × 128 went
+/// from 140-163 to 174-193 GFLOP/s, a network's step at 2^22 from 17 to
+/// 15.6 ms).
 const KC: usize = 256;
 const NC: usize = 256;
-const MC: usize = 96;
+const MC: usize = 480;
 
 /// A factor of a product: a stored node read through strides, and the
 /// offset of each row (along m or n), each term (along k) and each batch.
