@@ -32,6 +32,12 @@
 //! row runs task by task right after the pass that folds it, while the
 //! task's rows are in cache (a logistic-regression step reads X once).
 //!
+//! A matrix product (`matmul_form`: a `matmul` or a product in its
+//! gradients) is not a pass's fold but a stage of its own, run by blocks
+//! (`gemm.rs`) between its group's steps and the next group's; its factors
+//! are read as strided views of stored values, and a factor computed in
+//! the graph (a layer's activations) is stored for it.
+//!
 //! Work is split into tasks of a fixed number of chunks, a partition fixed
 //! by the extent alone, run on rayon's threads. Reductions fold each task
 //! in a fixed order into f64 accumulators (a long f32 sum drifts; the GPU's
