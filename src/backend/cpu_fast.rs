@@ -2342,9 +2342,30 @@ fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
 }
 
 /// A unary op of the op table over a register, its loop specialised per
-/// op: matching on a constant variant inside the loop folds away.
+/// op: matching on a constant variant inside the loop folds away. The
+/// polynomial ones (`fmath`) run in 16 lanes where the CPU has AVX-512
+/// (the same operations per element: the same bits).
 #[inline(always)]
 fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
+    use UnaryOp::*;
+    #[cfg(target_arch = "x86_64")]
+    if matches!(op, Exp | Log | Tanh | Sigmoid | Softplus)
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: this CPU has AVX-512, checked just above.
+        return unsafe { unary_avx512(op, x, out) };
+    }
+    unary_body(op, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn unary_avx512(op: UnaryOp, x: &[f32], out: &mut [f32]) {
+    unary_body(op, x, out)
+}
+
+#[inline(always)]
+fn unary_body(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     use UnaryOp::*;
     macro_rules! each {
         ($($v:ident),*) => {
