@@ -2707,6 +2707,29 @@ mod tests {
     use crate::graph::Graph;
 
     #[test]
+    fn polynomial_unary_ops_give_the_op_tables_bits_in_every_lane_width() {
+        // Scattered bit patterns: every sign and exponent, NaNs and infinities.
+        let xs: Vec<f32> = (0..200_000u32)
+            .map(|k| f32::from_bits(k.wrapping_mul(2_654_435_761)))
+            .collect();
+        for op in [
+            UnaryOp::Exp,
+            UnaryOp::Log,
+            UnaryOp::Tanh,
+            UnaryOp::Sigmoid,
+            UnaryOp::Softplus,
+        ] {
+            let mut wide = vec![0.0; xs.len()];
+            unary(op, &xs, &mut wide);
+            for (&x, &got) in xs.iter().zip(&wide) {
+                let want = op.cpu(x);
+                let same = got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan();
+                assert!(same, "{op:?}({x:e}): {got:e} in a loop, {want:e} alone");
+            }
+        }
+    }
+
+    #[test]
     fn a_matrix_product_and_both_its_gradients_run_by_blocks() {
         let g = Graph::new();
         let (a, b) = (g.input("a", [9, 40]), g.param("b", [40, 7]));
