@@ -1,12 +1,16 @@
-//! e^x, ln x, ln(1 + x) and tanh x in f32 for the CPU fast path: Cephes'
-//! polynomials, written without branches or tables so that the fast path's
+//! e^x, ln x, ln(1 + x), tanh x, sin x and cos x in f32 for the CPU fast
+//! path: Cephes' polynomials, written without branches or tables so that the fast path's
 //! loop over a register of them compiles to vector instructions. libm's
 //! are a call per element: `tanhf`, `expm1f` and `expf` were three
 //! quarters of a layer-norm step's time. Against f64 over a sweep of every
 //! exponent, the worst errors are 0.94 ulp (exp), 0.79 (ln), 2.4 (ln_1p)
 //! and 1.25 (tanh); at the edges (infinities, NaN, zero, overflow) they
 //! give libm's values. Results below f32's least normal are computed
-//! through two scalings, not flushed to zero.
+//! through two scalings, not flushed to zero. `sin` and `cos` reduce by
+//! π/4 in three parts (Cody and Waite): within 2 ulp, except near their
+//! zeros away from 0, where the reduction's own error leaves up to 1e-9
+//! absolute (hundreds of ulps of a tiny result); past |x| = 8192 they are
+//! libm's.
 
 /// 1.5 · 2^23: adding and subtracting it rounds an f32 below 2^22 to an
 /// integer, ties to even, with no rounding instruction (SSE2 has none).
@@ -128,6 +132,112 @@ pub fn tanh(x: f32) -> f32 {
     }
 }
 
+/// Whether `sin` and `cos` reduce `x` themselves: |x| up to 8192 (Cephes'
+/// bound, past which the reduction by π/4 in three parts loses digits;
+/// not NaN).
+#[inline(always)]
+fn reducible(x: f32) -> bool {
+    x.abs() <= 8192.0
+}
+
+/// sin x where `reducible` (elsewhere, any value): x reduced by the
+/// nearest even multiple of π/4 below, then Cephes' polynomials.
+#[inline(always)]
+pub fn sin_reduced(x: f32) -> f32 {
+    let (r, octant) = reduce(x.abs());
+    // Octants 2 and 6 take the cosine's polynomial; 4 and 6 change sign.
+    let v = if octant & 2 != 0 {
+        cos_poly(r)
+    } else {
+        sin_poly(r)
+    };
+    let flip = (octant & 4 != 0) != x.is_sign_negative();
+    if flip {
+        -v
+    } else {
+        v
+    }
+}
+
+/// cos x where `reducible` (elsewhere, any value).
+#[inline(always)]
+pub fn cos_reduced(x: f32) -> f32 {
+    let (r, octant) = reduce(x.abs());
+    let v = if octant & 2 != 0 {
+        sin_poly(r)
+    } else {
+        cos_poly(r)
+    };
+    // cos is negative in octants 2 and 4 (of 0, 2, 4, 6).
+    let flip = (octant == 2) || (octant == 4);
+    if flip {
+        -v
+    } else {
+        v
+    }
+}
+
+/// sin x: `sin_reduced`, or libm's where not `reducible`.
+#[inline(always)]
+pub fn sin(x: f32) -> f32 {
+    match reducible(x) {
+        true => sin_reduced(x),
+        false => x.sin(),
+    }
+}
+
+/// cos x: `cos_reduced`, or libm's where not `reducible`.
+#[inline(always)]
+pub fn cos(x: f32) -> f32 {
+    match reducible(x) {
+        true => cos_reduced(x),
+        false => x.cos(),
+    }
+}
+
+/// `f` (`sin` or `cos`) of each of `x` into `out`: the reduced form in
+/// one loop that vectorizes, then libm's where not `reducible` (the same
+/// values as `f` element by element).
+#[inline(always)]
+pub fn trig_over(x: &[f32], out: &mut [f32], reduced: fn(f32) -> f32, libm: fn(f32) -> f32) {
+    for (o, &a) in out.iter_mut().zip(x) {
+        *o = reduced(a);
+    }
+    for (o, &a) in out.iter_mut().zip(x) {
+        if !reducible(a) {
+            *o = libm(a);
+        }
+    }
+}
+
+/// `a` (≥ 0) as r + j·π/4 with j even and |r| ≤ π/4: (r, j mod 8).
+#[inline(always)]
+fn reduce(a: f32) -> (f32, u32) {
+    const FOUR_OVER_PI: f32 = 4.0 * std::f32::consts::FRAC_1_PI;
+    let q = a * FOUR_OVER_PI;
+    // The integer part of q (rounded, then one less where that rounded up).
+    let near = (q + ROUND) - ROUND;
+    let t = if near > q { near - 1.0 } else { near };
+    // An odd t moves up to the next even one.
+    let odd = ((t + ROUND).to_bits() & 1) as f32;
+    let j = t + odd;
+    let octant = (j + ROUND).to_bits() & 7;
+    let r = ((a - j * 0.785_156_25) - j * 2.418_756_5e-4) - j * 3.774_895e-8;
+    (r, octant)
+}
+
+#[inline(always)]
+fn sin_poly(r: f32) -> f32 {
+    let z = r * r;
+    ((-1.951_529_6e-4 * z + 8.332_161e-3) * z - 1.666_665_5e-1) * z * r + r
+}
+
+#[inline(always)]
+fn cos_poly(r: f32) -> f32 {
+    let z = r * r;
+    ((2.443_315_7e-5 * z - 1.388_731_6e-3) * z + 4.166_664_6e-2) * z * z - 0.5 * z + 1.0
+}
+
 #[cfg(test)]
 mod tests {
     /// The largest error, in units of the last place of the f64 result
@@ -179,6 +289,33 @@ mod tests {
     }
 
     #[test]
+    fn sin_and_cos_are_within_two_ulps_or_a_hair() {
+        // Every exponent up to the limit and past it, and near multiples
+        // of π/2, where the results are small: there the reduction's own
+        // error (π/4 in three f32 parts) bounds the absolute error.
+        let mut xs: Vec<f32> = sweep().into_iter().filter(|x| x.abs() <= 3e4).collect();
+        xs.extend((1..20_000).map(|k| (k as f64 * std::f64::consts::FRAC_PI_2) as f32));
+        for (name, f, want) in [
+            (
+                "sin",
+                super::sin as fn(f32) -> f32,
+                f64::sin as fn(f64) -> f64,
+            ),
+            ("cos", super::cos, f64::cos),
+        ] {
+            for &x in &xs {
+                let (got, w) = (f(x) as f64, want(x as f64));
+                let ulp = f32::EPSILON as f64 * w.abs();
+                let err = (got - w).abs();
+                assert!(
+                    err <= 2.0 * ulp || err <= 1e-9,
+                    "{name}({x:e}) = {got:e}, f64 {w:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_edges_are_libms() {
         let edges = [
             0.0,
@@ -202,6 +339,8 @@ mod tests {
         };
         for x in edges {
             for (name, got, want) in [
+                ("sin", super::sin(x), x.sin()),
+                ("cos", super::cos(x), x.cos()),
                 ("exp", super::exp(x), x.exp()),
                 ("ln", super::ln(x), x.ln()),
                 ("ln_1p", super::ln_1p(x), x.ln_1p()),

@@ -146,8 +146,8 @@ impl UnaryOp {
             Rsqrt => one / x.sqrt(),
             Recip => one / x,
             Square => x * x,
-            Sin => x.sin(),
-            Cos => x.cos(),
+            Sin => x.sin_of(),
+            Cos => x.cos_of(),
             Tanh => x.tanh_of(),
             Sigmoid => one / (one + (-x).exp_of()),
             Relu => max(x, zero),
@@ -472,12 +472,15 @@ pub(crate) fn min<T: Real>(a: T, b: T) -> T {
 pub trait Real: num_traits::Float + Send + Sync {
     /// `x` rounded to this type, as `as` rounds (out of range: infinite).
     fn from_f64(x: f64) -> Self;
-    /// e^x, ln x, ln(1 + x) and tanh x: libm's in f64 (the reference); in
-    /// f32 (the fast path) `fmath`'s, which the fast path's loops vectorize.
+    /// e^x, ln x, ln(1 + x), tanh x, sin x and cos x: libm's in f64 (the
+    /// reference); in f32 (the fast path) `fmath`'s, which the fast path's
+    /// loops vectorize.
     fn exp_of(self) -> Self;
     fn ln_of(self) -> Self;
     fn ln_1p_of(self) -> Self;
     fn tanh_of(self) -> Self;
+    fn sin_of(self) -> Self;
+    fn cos_of(self) -> Self;
 }
 
 impl Real for f32 {
@@ -501,6 +504,14 @@ impl Real for f32 {
     fn tanh_of(self) -> Self {
         crate::fmath::tanh(self)
     }
+    #[inline(always)]
+    fn sin_of(self) -> Self {
+        crate::fmath::sin(self)
+    }
+    #[inline(always)]
+    fn cos_of(self) -> Self {
+        crate::fmath::cos(self)
+    }
 }
 
 impl Real for f64 {
@@ -523,6 +534,14 @@ impl Real for f64 {
     #[inline(always)]
     fn tanh_of(self) -> Self {
         self.tanh()
+    }
+    #[inline(always)]
+    fn sin_of(self) -> Self {
+        self.sin()
+    }
+    #[inline(always)]
+    fn cos_of(self) -> Self {
+        self.cos()
     }
 }
 

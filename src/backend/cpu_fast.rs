@@ -49,6 +49,7 @@ use crate::backend::cpu::live_nodes;
 use crate::backend::gemm::Product;
 use crate::backend::native::{self, Expr, Jit, Kernel, KernelFn, Operand};
 use crate::backend::{depth_cuts, matmul_form};
+use crate::fmath;
 use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::{PadMap, StridedMap};
@@ -2349,7 +2350,7 @@ fn expand(dst: &mut [f32], src: &[f32], pieces: &[Piece]) {
 fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     use UnaryOp::*;
     #[cfg(target_arch = "x86_64")]
-    if matches!(op, Exp | Log | Tanh | Sigmoid | Softplus)
+    if matches!(op, Exp | Log | Tanh | Sigmoid | Softplus | Sin | Cos)
         && std::arch::is_x86_feature_detected!("avx512f")
     {
         // SAFETY: this CPU has AVX-512, checked just above.
@@ -2371,13 +2372,15 @@ fn unary_body(op: UnaryOp, x: &[f32], out: &mut [f32]) {
         ($($v:ident),*) => {
             match op {
                 $($v => for (o, &a) in out.iter_mut().zip(x) { *o = $v.cpu(a) },)*
+                // Their loop would hold libm's call for large arguments.
+                Sin => fmath::trig_over(x, out, fmath::sin_reduced, f32::sin),
+                Cos => fmath::trig_over(x, out, fmath::cos_reduced, f32::cos),
                 PowConst(c) => for (o, &a) in out.iter_mut().zip(x) { *o = PowConst(c).cpu(a) },
             }
         };
     }
     each!(
-        Neg, Abs, Sign, Exp, Log, Sqrt, Rsqrt, Recip, Square, Sin, Cos, Tanh, Sigmoid, Relu,
-        Softplus, Detach
+        Neg, Abs, Sign, Exp, Log, Sqrt, Rsqrt, Recip, Square, Tanh, Sigmoid, Relu, Softplus, Detach
     )
 }
 
@@ -2718,6 +2721,8 @@ mod tests {
             UnaryOp::Tanh,
             UnaryOp::Sigmoid,
             UnaryOp::Softplus,
+            UnaryOp::Sin,
+            UnaryOp::Cos,
         ] {
             let mut wide = vec![0.0; xs.len()];
             unary(op, &xs, &mut wide);
