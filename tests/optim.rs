@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use wgrad::{Device, Graph, Optimizer, Program};
+use wgrad::{Device, GpuOptions, Graph, Optimizer, Program};
 
 const W0: [f32; 4] = [1.0, -2.0, 0.5, 3.0];
 const T: [f32; 4] = [0.0, 1.0, 0.5, -1.0];
@@ -186,7 +186,21 @@ fn train_two_layers(device: &Device) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
 fn a_two_layer_network_trains_as_the_reference_does_on_every_device() {
     let (losses, trained) = train_two_layers(&Device::cpu());
     assert!(losses[4][0] < losses[0][0], "the loss falls");
-    for device in std::iter::once(Device::cpu_f32()).chain(gpu()) {
+    // On the GPU also planned for WebGPU's default 8 bindings per kernel
+    // (the weight gradients' fused operands read more: one is stored),
+    // and for bindings of 16 KiB as well (tensors in several parts).
+    let narrow = |binding: Option<u64>| {
+        gpu().map(|_| {
+            Device::gpu_with(&GpuOptions {
+                max_storage_binding: binding,
+                max_storage_buffers: Some(8),
+                ..GpuOptions::default()
+            })
+            .unwrap()
+        })
+    };
+    let gpus = [gpu(), narrow(None), narrow(Some(1 << 14))];
+    for device in std::iter::once(Device::cpu_f32()).chain(gpus.into_iter().flatten()) {
         let (got_losses, got) = train_two_layers(&device);
         let what = device.describe();
         assert_close(&format!("{what}: losses"), &got_losses, &losses, 1e-4);

@@ -1855,6 +1855,21 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
         }
         Ok(Cut { kernels, problem })
     })?;
+    if cut.problem.is_none() && cut.widest() > limits.max_storage_buffers as usize {
+        // The operands' expressions read more buffers than a kernel binds
+        // (a network's weight gradient fuses a layer's activations and the
+        // softmax's gradient): store the operand that reads the most, which
+        // the kernel then loads. `fits` would store the product of the
+        // broadcasts, which this kernel never reads.
+        let mut memo = HashMap::new();
+        let widest = [a_in, b_in]
+            .into_iter()
+            .filter(|x| !loads.contains_key(x))
+            .max_by_key(|&x| reads(x, nodes, loads, &mut memo).len());
+        if let Some(x) = widest {
+            return Ok(Fit::Store(vec![x]));
+        }
+    }
     if let Some(fit) = fits(
         cut.problem,
         cut.widest(),
