@@ -145,32 +145,27 @@ fn reducible(x: f32) -> bool {
 #[inline(always)]
 pub fn sin_reduced(x: f32) -> f32 {
     let (r, octant) = reduce(x.abs());
-    // Octants 2 and 6 take the cosine's polynomial; 4 and 6 change sign.
-    let v = if octant & 2 != 0 {
-        cos_poly(r)
-    } else {
-        sin_poly(r)
-    };
-    let flip = (octant & 4 != 0) != x.is_sign_negative();
-    if flip {
-        -v
-    } else {
-        v
-    }
+    in_octant(r, octant, x.is_sign_negative())
 }
 
-/// cos x where `reducible` (elsewhere, any value).
+/// cos x where `reducible` (elsewhere, any value): cos |x| = sin(|x| + π/2),
+/// two octants on.
 #[inline(always)]
 pub fn cos_reduced(x: f32) -> f32 {
     let (r, octant) = reduce(x.abs());
+    in_octant(r, (octant + 2) & 7, false)
+}
+
+/// sin(r + j·π/4) for an even octant j, negated if `negative`: octants 2
+/// and 6 take the cosine's polynomial, 4 and 6 change the sign.
+#[inline(always)]
+fn in_octant(r: f32, octant: u32, negative: bool) -> f32 {
     let v = if octant & 2 != 0 {
-        sin_poly(r)
-    } else {
         cos_poly(r)
+    } else {
+        sin_poly(r)
     };
-    // cos is negative in octants 2 and 4 (of 0, 2, 4, 6).
-    let flip = (octant == 2) || (octant == 4);
-    if flip {
+    if (octant & 4 != 0) != negative {
         -v
     } else {
         v

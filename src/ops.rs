@@ -472,15 +472,33 @@ pub(crate) fn min<T: Real>(a: T, b: T) -> T {
 pub trait Real: num_traits::Float + Send + Sync {
     /// `x` rounded to this type, as `as` rounds (out of range: infinite).
     fn from_f64(x: f64) -> Self;
-    /// e^x, ln x, ln(1 + x), tanh x, sin x and cos x: libm's in f64 (the
-    /// reference); in f32 (the fast path) `fmath`'s, which the fast path's
-    /// loops vectorize.
-    fn exp_of(self) -> Self;
-    fn ln_of(self) -> Self;
-    fn ln_1p_of(self) -> Self;
-    fn tanh_of(self) -> Self;
-    fn sin_of(self) -> Self;
-    fn cos_of(self) -> Self;
+    /// e^x, ln x, ln(1 + x), tanh x, sin x and cos x: libm's (the f64
+    /// reference); f32 (the fast path) takes `fmath`'s, which the fast
+    /// path's loops vectorize.
+    #[inline(always)]
+    fn exp_of(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn ln_of(self) -> Self {
+        self.ln()
+    }
+    #[inline(always)]
+    fn ln_1p_of(self) -> Self {
+        self.ln_1p()
+    }
+    #[inline(always)]
+    fn tanh_of(self) -> Self {
+        self.tanh()
+    }
+    #[inline(always)]
+    fn sin_of(self) -> Self {
+        self.sin()
+    }
+    #[inline(always)]
+    fn cos_of(self) -> Self {
+        self.cos()
+    }
 }
 
 impl Real for f32 {
@@ -518,30 +536,6 @@ impl Real for f64 {
     #[inline(always)]
     fn from_f64(x: f64) -> Self {
         x
-    }
-    #[inline(always)]
-    fn exp_of(self) -> Self {
-        self.exp()
-    }
-    #[inline(always)]
-    fn ln_of(self) -> Self {
-        self.ln()
-    }
-    #[inline(always)]
-    fn ln_1p_of(self) -> Self {
-        self.ln_1p()
-    }
-    #[inline(always)]
-    fn tanh_of(self) -> Self {
-        self.tanh()
-    }
-    #[inline(always)]
-    fn sin_of(self) -> Self {
-        self.sin()
-    }
-    #[inline(always)]
-    fn cos_of(self) -> Self {
-        self.cos()
     }
 }
 

@@ -317,21 +317,20 @@ fn pack<const W: usize>(
         // Each row's terms are consecutive (a row-major matrix's rows):
         // a panel's `W` rows read side by side, each term's `W` values
         // written together (a row at a time compiled to scatters).
+        let row = |r: usize| &src[base + r + terms[0]..][..kc];
         for (dst, rows) in dst.chunks_exact_mut(W * kc).zip(at.chunks(W)) {
-            let from: Vec<&[f32]> = (rows.iter())
-                .map(|&row| &src[base + row + terms[0]..][..kc])
-                .collect();
-            match <[&[f32]; W]>::try_from(from) {
-                Ok(from) => {
+            match <&[usize; W]>::try_from(rows) {
+                Ok(rows) => {
+                    let from = rows.map(row);
                     for (t, to) in dst.chunks_exact_mut(W).enumerate() {
                         for (x, row) in to.iter_mut().zip(&from) {
                             *x = row[t];
                         }
                     }
                 }
-                Err(from) => {
-                    for (r, row) in from.iter().enumerate() {
-                        for (t, &x) in row.iter().enumerate() {
+                Err(_) => {
+                    for (r, &at) in rows.iter().enumerate() {
+                        for (t, &x) in row(at).iter().enumerate() {
                             dst[t * W + r] = x;
                         }
                     }
