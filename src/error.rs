@@ -35,6 +35,9 @@ pub enum Error {
         shape: Shape,
         expected: usize,
     },
+    /// `run` was given data for one name twice.
+    #[error("input `{name}` is given twice")]
+    DuplicateInput { name: String },
     /// `run` was given data for a name the program does not have.
     #[error("unknown input `{name}`; the program's inputs are: {known}")]
     UnknownInput { name: String, known: String },
@@ -67,6 +70,14 @@ pub enum Error {
         message: String,
         source_code: String,
     },
+    /// The GPU planner made a plan that breaks its own ordering rule (a
+    /// kernel reading a value before it is written): a bug in wgrad,
+    /// refused rather than run, since it would give wrong numbers silently.
+    #[error("the GPU plan is out of order (a bug in wgrad; please report it): {0}")]
+    Plan(String),
+    /// Device options that no program can be planned for.
+    #[error("invalid device options: {0}")]
+    Options(String),
     /// A tensor or program exceeds what wgrad supports on this device.
     #[error("too large: {0}")]
     TooLarge(String),

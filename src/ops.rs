@@ -539,14 +539,18 @@ impl Real for f64 {
     }
 }
 
-/// An f32 literal for WGSL: always with a decimal point or exponent, and a
-/// bit pattern for infinities and NaN (WGSL has no literal for them).
+/// An f32 literal for WGSL: always with a decimal point or exponent, a
+/// negative one in parentheses (an op that prefixes its operand, `-x`,
+/// must not make `--1.5`, WGSL's decrement), and a bit pattern for
+/// infinities and NaN (WGSL has no literal for them).
 pub fn f32_literal(x: f64) -> String {
     let v = x as f32;
-    if v.is_finite() {
-        format!("{v:?}")
-    } else {
+    if !v.is_finite() {
         format!("bitcast<f32>({}u)", v.to_bits())
+    } else if v.is_sign_negative() {
+        format!("({v:?})")
+    } else {
+        format!("{v:?}")
     }
 }
 

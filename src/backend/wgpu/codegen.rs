@@ -66,6 +66,10 @@ pub(crate) struct Emitter<'a> {
     substitutes: HashMap<NodeId, String>,
     /// The first problem found while emitting.
     pub problem: Option<Problem>,
+    /// The stored nodes whose values the kernel loads.
+    loaded: Vec<NodeId>,
+    /// Each node's value where it depends on constants alone (`folded`).
+    constants: HashMap<NodeId, Option<f64>>,
     next: usize,
 }
 
@@ -92,6 +96,8 @@ impl<'a> Emitter<'a> {
             indices_seen: HashMap::new(),
             substitutes: HashMap::new(),
             problem: None,
+            loaded: Vec::new(),
+            constants: HashMap::new(),
             next: 0,
         }
     }
@@ -212,6 +218,21 @@ impl<'a> Emitter<'a> {
         } else {
             format!("ld_t{buf}({idx})")
         }
+    }
+
+    /// An expression loading element `idx` of stored node `id`'s value.
+    pub fn load_stored(&mut self, id: NodeId, idx: &str) -> String {
+        self.loaded.push(id);
+        self.load(self.stored[&id], idx)
+    }
+
+    /// The stored nodes whose values the kernel loads (for the plan's
+    /// invariant: each is written whole before the kernel runs).
+    pub fn loaded(&self) -> Vec<NodeId> {
+        let mut v = self.loaded.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// A statement storing `value` into element `idx` of buffer `buf`.
@@ -375,19 +396,19 @@ impl<'a> Emitter<'a> {
             return v.clone();
         }
         let node = &self.nodes[id.index()];
-        if let Op::Const(c) = node.op {
-            return f32_literal(c);
-        }
         let key = (id, idx.to_string());
         if let Some(v) = self.memo.get(&key) {
             return v.clone();
         }
-        if let (Some(&buf), true) = (self.stored.get(&id), load_stored) {
-            let x = self.load(buf, idx);
+        if load_stored && self.stored.contains_key(&id) {
+            let x = self.load_stored(id, idx);
             let v = self.fresh("v");
             self.line(&format!("let {v}: f32 = {x};"));
             self.memo.insert(key, v.clone());
             return v;
+        }
+        if let Some(c) = self.folded(id) {
+            return f32_literal(c);
         }
         let seen = self.indices_seen.entry(id).or_default();
         seen.insert(idx.to_string());
@@ -449,6 +470,41 @@ impl<'a> Emitter<'a> {
         };
         self.memo.insert(key, v.clone());
         v
+    }
+
+    /// The value of `id` where it is computed from constants alone, folded
+    /// here as the reference computes it (in f64, rounded once): a kernel
+    /// gets one literal, never an expression of literals for the shader
+    /// compiler to fold (naga refuses one whose value is not finite, such
+    /// as `log(0.0)`, and drivers fold them with fewer IEEE guarantees).
+    fn folded(&mut self, id: NodeId) -> Option<f64> {
+        if let Some(&c) = self.constants.get(&id) {
+            return c;
+        }
+        let nodes = self.nodes;
+        let node = &nodes[id.index()];
+        let mut operand = |k: usize| {
+            let j = node.inputs[k];
+            if self.stored.contains_key(&j) {
+                None
+            } else {
+                self.folded(j)
+            }
+        };
+        let c = match &node.op {
+            Op::Const(c) => Some(*c),
+            Op::Unary(u) => operand(0).map(|a| u.cpu(a)),
+            Op::Binary(b) => operand(0).zip(operand(1)).map(|(x, y)| b.cpu(x, y)),
+            Op::Select => match (operand(0), operand(1), operand(2)) {
+                (Some(m), Some(a), Some(b)) => Some(if m != 0.0 { a } else { b }),
+                _ => None,
+            },
+            // One value at every index.
+            Op::Broadcast | Op::Reshape | Op::Permute(_) | Op::Slice { .. } => operand(0),
+            _ => None,
+        };
+        self.constants.insert(id, c);
+        c
     }
 
     fn assign(&mut self, expr: &str) -> String {
@@ -694,6 +750,10 @@ fn is_identifier(s: &str) -> bool {
 pub(crate) fn strided_expr(m: &StridedMap, idx: &str) -> String {
     // Over the fewest axes: each axis costs a division and a remainder.
     let m = &m.simplified();
+    // A map over no elements is never applied (its strides would divide by 0).
+    if m.out_dims.contains(&0) {
+        return format!("{}u", m.offset);
+    }
     let out_strides = Shape(m.out_dims.clone()).strides();
     let mut terms = Vec::new();
     for (k, ((&dim, &src), &stride)) in m

@@ -123,7 +123,7 @@ impl GpuProgram {
             buffers.push(now.into_iter().zip(then).map(|(a, b)| [a, b]).collect());
         }
         let mut kernels = Vec::new();
-        for (spec, for_updates) in plan.kernels.iter().zip(update_kernels(&plan)) {
+        for (spec, for_updates) in plan.kernels.iter().zip(plan.for_updates()) {
             log::debug!(
                 "wgrad kernel {}: {} workgroups",
                 spec.label,
@@ -518,25 +518,4 @@ impl GpuProgram {
 /// in parts of `chunk` (0 for the one part of an empty buffer).
 fn part_len(numel: usize, chunk: usize, p: usize) -> usize {
     (numel - (p * chunk).min(numel)).min(chunk)
-}
-
-/// Which of the plan's kernels the parameters' updates need: walking back
-/// from the buffers the updates write, a kernel writing a needed buffer is
-/// needed, and so is every buffer it reads.
-fn update_kernels(plan: &Plan) -> Vec<bool> {
-    let mut needed: Vec<bool> = plan
-        .buffers
-        .iter()
-        .map(|b| matches!(b.kind, BufKind::Param { next: true, .. }))
-        .collect();
-    let mut keep = vec![false; plan.kernels.len()];
-    for (k, spec) in plan.kernels.iter().enumerate().rev() {
-        if spec.bindings.iter().any(|b| b.write && needed[b.buf]) {
-            keep[k] = true;
-            for b in &spec.bindings {
-                needed[b.buf] |= !b.write;
-            }
-        }
-    }
-    keep
 }

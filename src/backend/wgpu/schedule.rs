@@ -30,6 +30,7 @@
 
 use super::codegen::{fill, strided_expr, validate, Block, Emitter, Layout, Problem, MAX_ELEMENTS};
 use super::device::GpuLimits;
+use super::invariant;
 use crate::backend::cpu::live_nodes;
 use crate::backend::{depth_cuts, matmul_form, MatmulForm};
 use crate::error::{Error, Result};
@@ -126,6 +127,8 @@ pub(crate) struct KernelSpec {
     pub wgsl: String,
     /// Storage bindings, in binding order.
     pub bindings: Vec<Binding>,
+    /// The stored nodes whose values it loads.
+    pub reads: Vec<NodeId>,
     pub workgroups: u32,
 }
 
@@ -152,6 +155,29 @@ pub(crate) struct Plan {
     pub stored: HashMap<NodeId, BufId>,
 }
 
+impl Plan {
+    /// Which kernels a run that computes only the updates dispatches:
+    /// walking back from the buffers the updates write, a kernel writing a
+    /// needed buffer is needed, and so is every buffer it reads.
+    pub fn for_updates(&self) -> Vec<bool> {
+        let mut needed: Vec<bool> = self
+            .buffers
+            .iter()
+            .map(|b| matches!(b.kind, BufKind::Param { next: true, .. }))
+            .collect();
+        let mut keep = vec![false; self.kernels.len()];
+        for (k, spec) in self.kernels.iter().enumerate().rev() {
+            if spec.bindings.iter().any(|b| b.write && needed[b.buf]) {
+                keep[k] = true;
+                for b in &spec.bindings {
+                    needed[b.buf] |= !b.write;
+                }
+            }
+        }
+        keep
+    }
+}
+
 /// What a program computes: `outputs`, and `updates` (param node, value node).
 pub(crate) struct Request<'a> {
     pub nodes: &'a [Node],
@@ -172,7 +198,7 @@ pub(crate) fn plan(req: &Request, limits: &GpuLimits) -> Result<Plan> {
     loop {
         match try_plan(req, limits, &live, &extra_stored)? {
             Attempt::Done(plan) => {
-                debug_assert_eq!(read_before_written(&plan), None, "a plan out of order");
+                invariant::check(&plan, req.outputs)?;
                 // Only the kernels of the final attempt: a graph that needs
                 // many values stored plans many times.
                 for k in &plan.kernels {
@@ -373,17 +399,22 @@ fn try_plan(
     }
 
     // A column reduction that needs a row reduction of the same tensor is
-    // computed with it, in one read of the tensor.
+    // computed with it, in one read of the tensor. A reduction is in one
+    // pair at most: one that runs with the reduction before it has no
+    // kernel of its own for a third to join (z = Xw, c = Xᵀz, X·c).
     let mut partners: HashMap<NodeId, Target> = HashMap::new();
+    let mut paired: HashSet<NodeId> = HashSet::new();
     for r2 in &reduction_targets {
         // A row reduction it needs is one its operand reads.
         let read = reads(r2.node, nodes, &loads, &mut reads_memo);
         for r1 in reductions_read(&read) {
             if level[&r2.node] == level[&r1.node] + 1
-                && !partners.contains_key(&r1.node)
+                && !paired.contains(&r1.node)
+                && !paired.contains(&r2.node)
                 && rowcol_pair(nodes, &loads, &level, &mut reads_memo, r1.node, r2.node)
             {
                 partners.insert(r1.node, *r2);
+                paired.extend([r1.node, r2.node]);
                 let l2 = level[&r2.node];
                 by_level
                     .get_mut(&l2)
@@ -513,36 +544,6 @@ fn try_plan(
         kernels,
         stored,
     }))
-}
-
-/// The first kernel that reads a buffer no earlier kernel has written
-/// (inputs and parameters are ready before the first). Riders, epilogues
-/// and row/column pairs each keep this rule where they are attached; this
-/// checks the final list, so that a new fusion breaking it fails every test
-/// that plans such a graph.
-fn read_before_written(plan: &Plan) -> Option<String> {
-    let mut ready: Vec<bool> = plan
-        .buffers
-        .iter()
-        .map(|b| {
-            matches!(
-                b.kind,
-                BufKind::Input(_) | BufKind::Param { next: false, .. }
-            )
-        })
-        .collect();
-    for k in &plan.kernels {
-        if let Some(b) = k.bindings.iter().find(|b| !b.write && !ready[b.buf]) {
-            return Some(format!(
-                "`{}` reads buffer {} before it is written",
-                k.label, b.buf
-            ));
-        }
-        for b in &k.bindings {
-            ready[b.buf] |= b.write;
-        }
-    }
-    None
 }
 
 fn is_leaf(op: &Op) -> bool {
@@ -942,16 +943,9 @@ fn elementwise_kernels(
         // A window of elements in vec4s, where some tensor moves as vec4s.
         let flat = block.is_none();
         if flat && range.start % 4 == 0 && !range.is_empty() {
-            if let Some((wgsl, bindings, problem)) =
-                vector_kernel(nodes, stored, layout, targets, &range)
-            {
-                let spec = KernelSpec {
-                    label: window_label(&label, k, n),
-                    wgsl,
-                    bindings,
-                    workgroups: dispatch_count(range.len().div_ceil(4), WORKGROUP, limits),
-                };
-                return (spec, problem);
+            let window = (&range, window_label(&label, k, n), limits);
+            if let Some(built) = vector_kernel(nodes, stored, layout, targets, window) {
+                return built;
             }
         }
         emit_targets(&mut e, stored, targets, "idx");
@@ -1003,6 +997,7 @@ fn elementwise_kernels(
             label: window_label(&label, k, n),
             wgsl,
             bindings: e.bindings(),
+            reads: e.loaded(),
             workgroups: dispatch_count(range.len(), WORKGROUP * UNROLL, limits),
         };
         (spec, e.problem)
@@ -1224,15 +1219,16 @@ fn lane_targets(
 }
 
 /// The element-wise kernel of `targets` over the elements `range` in
-/// vec4s (`shaders/elementwise_vec.wgsl`): its WGSL, bindings and problem;
-/// `None` where no tensor it reads or writes at its own index is one binding.
+/// vec4s (`shaders/elementwise_vec.wgsl`), labelled `label`, and its
+/// problem; `None` where no tensor it reads or writes at its own index is
+/// one binding.
 fn vector_kernel(
     nodes: &[Node],
     stored: &HashMap<NodeId, BufId>,
     layout: Layout,
     targets: &[Target],
-    range: &Range<usize>,
-) -> Option<(String, Vec<Binding>, Option<Problem>)> {
+    (range, label, limits): (&Range<usize>, String, &GpuLimits),
+) -> Option<(KernelSpec, Option<Problem>)> {
     let reads = own_index_reads(nodes, stored, &[], targets);
     vectorized(layout, stored, &reads, targets, |ins, outs| {
         let mut e = Emitter::new(nodes, stored, layout, 3);
@@ -1249,8 +1245,14 @@ fn vector_kernel(
         ]);
         let holes: Vec<(&str, &str)> = holes.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let wgsl = fill(ELEMENTWISE_VEC, &holes);
-        let two_views = e.written_through_two_views();
-        ((wgsl, e.bindings(), e.problem), two_views)
+        let spec = KernelSpec {
+            label: label.clone(),
+            wgsl,
+            bindings: e.bindings(),
+            reads: e.loaded(),
+            workgroups: dispatch_count(range.len().div_ceil(4), WORKGROUP, limits),
+        };
+        ((spec, e.problem), e.written_through_two_views())
     })
 }
 
@@ -1432,8 +1434,7 @@ fn reduction(
                             ("STORE", store),
                             ("LAST", last),
                         ]);
-                        let kernel =
-                            reduce_kernel(true, *op, &label, &space, &holes, e.bindings(), limits);
+                        let kernel = reduce_kernel(true, *op, &label, &space, &holes, &e, limits);
                         let two_views = e.written_through_two_views();
                         ((kernel, e.problem), two_views)
                     })
@@ -1455,8 +1456,7 @@ fn reduction(
                         ("STORE", store),
                         ("LAST", last),
                     ];
-                    let kernel =
-                        reduce_kernel(false, *op, &label, &space, &holes, e.bindings(), limits);
+                    let kernel = reduce_kernel(false, *op, &label, &space, &holes, &e, limits);
                     (kernel, e.problem)
                 });
                 problem = problem.or(found);
@@ -1574,7 +1574,7 @@ fn fold_partials(
                 &window_label(label, k, slot_windows.len()),
                 &space,
                 &holes,
-                e.bindings(),
+                &e,
                 ctx.limits,
             ));
         }
@@ -1668,14 +1668,15 @@ impl ReduceSpace {
 /// vec4s where `vec` (`reduce_fold_vec.wgsl`), else f32s
 /// (`reduce_fold.wgsl`), or `reduce_short.wgsl` (whole folds of a few
 /// elements, a thread each); `holes` are what the emitter wrote (BINDINGS,
-/// BASE, STORE, and OFFSET, BODY and VALUE or the vec4 holes).
+/// BASE, STORE, and OFFSET, BODY and VALUE or the vec4 holes) with `e`,
+/// which says what the kernel binds and loads.
 fn reduce_kernel(
     vec: bool,
     op: ReduceOp,
     label: &str,
     space: &ReduceSpace,
     holes: &[(&str, String)],
-    bindings: Vec<Binding>,
+    e: &Emitter,
     limits: &GpuLimits,
 ) -> KernelSpec {
     let ReduceSpace {
@@ -1713,7 +1714,8 @@ fn reduce_kernel(
     KernelSpec {
         label: label.to_string(),
         wgsl,
-        bindings,
+        bindings: e.bindings(),
+        reads: e.loaded(),
         workgroups: dispatch_count(slots.len(), per_group, limits),
     }
 }
@@ -1849,6 +1851,7 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
                     label: window_label(&label, s * count + w, n_windows),
                     wgsl,
                     bindings: e.bindings(),
+                    reads: e.loaded(),
                     workgroups: dispatch_count(rows.len() * tiles_n, 1, limits),
                 });
             }
@@ -1896,10 +1899,12 @@ fn emit_epilogue(
     e.take_body()
 }
 
-/// Whether `id` reads the stored node `r` only at its own flat index: the
-/// path from `id` to `r` passes only element-wise ops and reshapes.
+/// Whether computing `id` reads the stored node `r` only at its own flat
+/// index: every path from `id`'s operands to `r` passes only element-wise
+/// ops and reshapes. (`id` itself may be stored, for later kernels to load;
+/// what matters is what computing it reads.)
 fn at_own_index(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
-    at_own_index_memo(id, r, (nodes, loads), &mut HashMap::new())
+    operands_at_own_index(id, r, (nodes, loads), &mut HashMap::new())
 }
 
 /// `at_own_index`, each node's answer once: an expression that reads a
@@ -1911,24 +1916,35 @@ fn at_own_index_memo(
     ctx: (&[Node], &HashMap<NodeId, BufId>),
     memo: &mut HashMap<NodeId, bool>,
 ) -> bool {
-    let (nodes, loads) = ctx;
+    let (_, loads) = ctx;
     if id == r || loads.contains_key(&id) {
         return true;
     }
     if let Some(&known) = memo.get(&id) {
         return known;
     }
+    let answer = operands_at_own_index(id, r, ctx, memo);
+    memo.insert(id, answer);
+    answer
+}
+
+/// Whether `id`'s operands read `r` only at `id`'s own index.
+fn operands_at_own_index(
+    id: NodeId,
+    r: NodeId,
+    ctx: (&[Node], &HashMap<NodeId, BufId>),
+    memo: &mut HashMap<NodeId, bool>,
+) -> bool {
+    let (nodes, loads) = ctx;
     let node = &nodes[id.index()];
-    let answer = match node.op {
+    match node.op {
         Op::Const(_) => true,
         Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Reshape => node
             .inputs
             .iter()
             .all(|&j| at_own_index_memo(j, r, ctx, memo)),
         _ => !node.inputs.iter().any(|&j| reaches(j, r, nodes, loads)),
-    };
-    memo.insert(id, answer);
-    answer
+    }
 }
 
 /// Whether `id`'s expression reads `r` at all.
@@ -2175,8 +2191,8 @@ impl LaneFolds {
                  let {idx}: u32 = {} + {offset};\n",
                 self.slot
             );
-            for &(n, buf) in &self.shared {
-                let x = e.load(buf, &idx);
+            for &(n, _) in &self.shared {
+                let x = e.load_stored(n, &idx);
                 let _ = writeln!(s, "let x{j}_{}: f32 = {x};", n.index());
             }
             s += &self.fold(e, j, o, op, "acc");
@@ -2467,6 +2483,7 @@ fn rowcol(
                 label: window_label(&label, k, row_windows.len()),
                 wgsl,
                 bindings: e.bindings(),
+                reads: e.loaded(),
                 workgroups: dispatch_count(groups, 1, limits),
             });
         }
