@@ -1,7 +1,9 @@
 //! Checking a graph's gradients against central finite differences in f64.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
+use crate::ops::Op;
+use std::panic::Location;
 
 /// The outcome of [`gradcheck`]: the worst disagreement found.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,7 +20,10 @@ pub struct GradCheck {
 /// Compare the gradients of the scalar `loss` with respect to the inputs or
 /// parameters `wrt` (recorded into `graph` by this call) against central
 /// differences with step `h`, all on the CPU reference in f64. `feeds` gives
-/// every input and parameter the loss depends on.
+/// every input and parameter the loss depends on. An error for a step that
+/// is not positive and finite, or a variable of `wrt` that is not an
+/// input or parameter fed in `feeds`.
+#[track_caller]
 pub fn gradcheck(
     graph: &Graph,
     loss: Var<'_>,
@@ -26,6 +31,36 @@ pub fn gradcheck(
     feeds: &[(&str, &[f64])],
     h: f64,
 ) -> Result<GradCheck> {
+    let location = Location::caller();
+    if !(h > 0.0 && h.is_finite()) {
+        return Err(Error::Argument {
+            op: "gradcheck",
+            detail: format!("the step must be positive and finite, got {h}"),
+            location,
+        });
+    }
+    graph.own(wrt.iter())?;
+    let mut slots = Vec::new();
+    for var in wrt {
+        let node = &graph.nodes()[var.id().index()];
+        let (Op::Input(name) | Op::Param { name, .. }) = &node.op else {
+            return Err(Error::Argument {
+                op: "gradcheck",
+                detail: format!(
+                    "%{} is a {}: only inputs and parameters can be perturbed",
+                    var.id().index(),
+                    node.op.name()
+                ),
+                location,
+            });
+        };
+        let slot = feeds.iter().position(|(n, _)| n == name);
+        slots.push(slot.ok_or_else(|| Error::MissingInput {
+            name: name.clone(),
+            shape: node.shape.clone(),
+            expected: node.shape.numel(),
+        })?);
+    }
     let grads = graph.try_grad(loss, wrt)?;
     let analytic = graph.eval_f64(&grads, feeds)?;
     let mut owned: Vec<(String, Vec<f64>)> = feeds
@@ -38,12 +73,7 @@ pub fn gradcheck(
         analytic: 0.0,
         numeric: 0.0,
     };
-    for (w, var) in wrt.iter().enumerate() {
-        let name = graph.nodes()[var.id().index()].op_name_string();
-        let slot = owned
-            .iter()
-            .position(|(n, _)| *n == name)
-            .expect("every variable of `wrt` is fed");
+    for (w, &slot) in slots.iter().enumerate() {
         for (e, &a) in analytic[w].iter().enumerate() {
             let x0 = owned[slot].1[e];
             let mut at = |x: f64| -> Result<f64> {

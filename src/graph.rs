@@ -103,7 +103,12 @@ impl Graph {
     /// A named input, or an error if the name is taken.
     #[track_caller]
     pub fn try_input(&self, name: &str, shape: impl Into<Shape>) -> Result<Var<'_>> {
-        self.leaf(Op::Input(name.to_string()), name, shape.into())
+        self.leaf(
+            Op::Input(name.to_string()),
+            name,
+            shape.into(),
+            Location::caller(),
+        )
     }
 
     /// A named parameter: a value that stays in the program (on the GPU)
@@ -125,6 +130,7 @@ impl Graph {
             },
             name,
             shape.into(),
+            Location::caller(),
         )
     }
 
@@ -132,20 +138,37 @@ impl Graph {
     /// needs no `set_param`. Panics if the name is taken.
     #[track_caller]
     pub fn state(&self, name: &str, shape: impl Into<Shape>) -> Var<'_> {
-        self.leaf(
-            Op::Param {
-                name: name.to_string(),
-                starts_at_zero: true,
-            },
-            name,
-            shape.into(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
+        self.try_state(name, shape)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A zero-started parameter, or an error if the name is taken.
     #[track_caller]
-    fn leaf(&self, op: Op, name: &str, shape: Shape) -> Result<Var<'_>> {
-        let location = Location::caller();
+    pub fn try_state(&self, name: &str, shape: impl Into<Shape>) -> Result<Var<'_>> {
+        self.state_at(name, shape.into(), Location::caller())
+    }
+
+    /// `try_state`, its errors naming `location`.
+    pub(crate) fn state_at(
+        &self,
+        name: &str,
+        shape: Shape,
+        location: &'static Location<'static>,
+    ) -> Result<Var<'_>> {
+        let op = Op::Param {
+            name: name.to_string(),
+            starts_at_zero: true,
+        };
+        self.leaf(op, name, shape, location)
+    }
+
+    fn leaf(
+        &self,
+        op: Op,
+        name: &str,
+        shape: Shape,
+        location: &'static Location<'static>,
+    ) -> Result<Var<'_>> {
         let taken = self.nodes.borrow().iter().any(|n| match &n.op {
             Op::Input(m) | Op::Param { name: m, .. } => m == name,
             _ => false,
@@ -156,6 +179,7 @@ impl Graph {
                 location,
             });
         }
+        checked_size(op.name(), &shape, location)?;
         Ok(self.push(op, vec![], shape))
     }
 
@@ -220,27 +244,26 @@ impl fmt::Debug for Var<'_> {
 
 /// Things that can stand as an operand: a [`Var`] or a number (a constant).
 pub trait IntoVar<'g> {
-    fn into_var(self, graph: &'g Graph) -> Var<'g>;
+    /// The operand in `graph`, or an error for a [`Var`] of another graph.
+    fn into_var(self, graph: &'g Graph) -> Result<Var<'g>>;
 }
 impl<'g> IntoVar<'g> for Var<'g> {
-    fn into_var(self, graph: &'g Graph) -> Var<'g> {
-        assert!(
-            std::ptr::eq(self.graph, graph),
-            "operands come from two different graphs"
-        );
-        self
+    #[track_caller]
+    fn into_var(self, graph: &'g Graph) -> Result<Var<'g>> {
+        graph.own(std::iter::once(&self))?;
+        Ok(self)
     }
 }
 impl<'g> IntoVar<'g> for f64 {
     #[track_caller]
-    fn into_var(self, graph: &'g Graph) -> Var<'g> {
-        graph.constant(self)
+    fn into_var(self, graph: &'g Graph) -> Result<Var<'g>> {
+        Ok(graph.constant(self))
     }
 }
 impl<'g> IntoVar<'g> for f32 {
     #[track_caller]
-    fn into_var(self, graph: &'g Graph) -> Var<'g> {
-        graph.constant(self as f64)
+    fn into_var(self, graph: &'g Graph) -> Result<Var<'g>> {
+        Ok(graph.constant(self as f64))
     }
 }
 
@@ -333,7 +356,7 @@ impl<'g> Var<'g> {
     #[track_caller]
     pub fn try_binary(self, op: BinaryOp, rhs: impl IntoVar<'g>) -> Result<Var<'g>> {
         let location = Location::caller();
-        let rhs = rhs.into_var(self.graph);
+        let rhs = rhs.into_var(self.graph)?;
         let (a, b) = (self.shape(), rhs.shape());
         let out = Shape::broadcast(&a, &b).ok_or_else(|| Error::Shape {
             op: op.name(),
@@ -342,7 +365,7 @@ impl<'g> Var<'g> {
             rhs: b.clone(),
             location,
         })?;
-        let (x, y) = (self.broadcast_to(&out), rhs.broadcast_to(&out));
+        let (x, y) = (self.try_broadcast_to(&out)?, rhs.try_broadcast_to(&out)?);
         Ok(self.graph.push(Op::Binary(op), vec![x.id, y.id], out))
     }
 
@@ -357,7 +380,7 @@ impl<'g> Var<'g> {
     #[track_caller]
     pub fn try_select(self, a: impl IntoVar<'g>, b: impl IntoVar<'g>) -> Result<Var<'g>> {
         let location = Location::caller();
-        let (a, b) = (a.into_var(self.graph), b.into_var(self.graph));
+        let (a, b) = (a.into_var(self.graph)?, b.into_var(self.graph)?);
         let err = |l: Shape, r: Shape| Error::Shape {
             op: "select",
             detail: "operands do not broadcast".into(),
@@ -368,7 +391,10 @@ impl<'g> Var<'g> {
         let ab =
             Shape::broadcast(&a.shape(), &b.shape()).ok_or_else(|| err(a.shape(), b.shape()))?;
         let out = Shape::broadcast(&self.shape(), &ab).ok_or_else(|| err(self.shape(), ab))?;
-        let ids = [self, a, b].map(|v| v.broadcast_to(&out).id).to_vec();
+        let mut ids = Vec::new();
+        for v in [self, a, b] {
+            ids.push(v.try_broadcast_to(&out)?.id);
+        }
         Ok(self.graph.push(Op::Select, ids, out))
     }
 
@@ -398,6 +424,7 @@ impl<'g> Var<'g> {
                 location,
             });
         }
+        checked_size("broadcast_to", &to, location)?;
         Ok(self.graph.push(Op::Broadcast, vec![self.id], to))
     }
 
@@ -415,6 +442,7 @@ impl<'g> Var<'g> {
         if from == to {
             return Ok(self);
         }
+        checked_size("reshape", &to, location)?;
         if from.numel() != to.numel() {
             return Err(Error::Shape {
                 op: "reshape",
@@ -517,15 +545,29 @@ impl<'g> Var<'g> {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// `pad`, or an error for a bad axis.
+    /// `pad`, or an error for a bad axis or a result too large.
     #[track_caller]
     pub fn try_pad(self, axis: isize, before: usize, after: usize) -> Result<Var<'g>> {
+        let location = Location::caller();
         let mut shape = self.shape();
         let axis = self.axis("pad", axis)?;
         if before == 0 && after == 0 {
             return Ok(self);
         }
-        shape.0[axis] += before + after;
+        let len = shape.0[axis]
+            .checked_add(before)
+            .and_then(|l| l.checked_add(after));
+        let Some(len) = len else {
+            return Err(Error::Argument {
+                op: "pad",
+                detail: format!(
+                    "{before} before and {after} after axis {axis} of shape {shape} overflow"
+                ),
+                location,
+            });
+        };
+        shape.0[axis] = len;
+        checked_size("pad", &shape, location)?;
         Ok(self
             .graph
             .push(Op::Pad { axis, before }, vec![self.id], shape))
@@ -546,6 +588,7 @@ impl<'g> Var<'g> {
             detail: "nothing to concatenate".into(),
             location,
         })?;
+        first.graph.own(parts.iter())?;
         let ax = first.axis("concat", axis)?;
         let s0 = first.shape();
         let mut total = 0;
@@ -561,7 +604,7 @@ impl<'g> Var<'g> {
                     location,
                 });
             }
-            total += s.0[ax];
+            total += s.0[ax]; // within the size of the parts' graph
         }
         // A sum of zero-padded parts: fused on the GPU, each element reads one part.
         let mut before = 0;
@@ -636,7 +679,22 @@ impl<'g> Var<'g> {
 
     #[track_caller]
     fn try_reduce(self, op: ReduceOp, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
+        let location = Location::caller();
         let axes = self.axes(op.name(), axes)?;
+        // A max or min over no elements has no value (as in NumPy and
+        // PyTorch); a sum over none is 0.
+        let shape = self.shape();
+        let folded: usize = axes.iter().map(|&a| shape.0[a]).product();
+        if op != ReduceOp::Sum && folded == 0 && reduced_shape(&shape, &axes).numel() > 0 {
+            return Err(Error::Argument {
+                op: op.name(),
+                detail: format!(
+                    "axes {axes:?} of shape {shape} hold no elements, and a {} over none has no value",
+                    op.name()
+                ),
+                location,
+            });
+        }
         let kept = self.reduce_keepdims(op, &axes);
         if keepdims {
             return Ok(kept);
@@ -718,12 +776,17 @@ impl<'g> Var<'g> {
         self.try_mean_axes(axes, keepdims)
             .unwrap_or_else(|e| panic!("{e}"))
     }
-    /// `mean_axes`, or an error for a bad or repeated axis.
+    /// `mean_axes`, or an error for a bad or repeated axis. The mean over
+    /// no elements is NaN (0 / 0).
     #[track_caller]
     pub fn try_mean_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
-        let before = self.numel();
         let s = self.try_sum_axes(axes, keepdims)?;
-        let count = before / s.numel().max(1);
+        let shape = self.shape();
+        let count: usize = self
+            .axes("mean", axes)?
+            .iter()
+            .map(|&a| shape.0[a])
+            .product();
         Ok(s / count as f64)
     }
     /// `log(sum(exp(x)))` over `axes`, shifted by the (detached) maximum so
@@ -733,7 +796,8 @@ impl<'g> Var<'g> {
         self.try_logsumexp_axes(axes, keepdims)
             .unwrap_or_else(|e| panic!("{e}"))
     }
-    /// `logsumexp_axes`, or an error for a bad or repeated axis.
+    /// `logsumexp_axes`, or an error for a bad or repeated axis, or axes
+    /// that hold no elements (its shift, the maximum, has no value there).
     #[track_caller]
     pub fn try_logsumexp_axes(self, axes: &[isize], keepdims: bool) -> Result<Var<'g>> {
         let m = self.try_max_axes(axes, true)?.detach();
@@ -766,6 +830,7 @@ impl<'g> Var<'g> {
     #[track_caller]
     pub fn try_matmul(self, rhs: Var<'g>) -> Result<Var<'g>> {
         let location = Location::caller();
+        self.graph.own(std::iter::once(&rhs))?;
         let (a, b) = (self.shape(), rhs.shape());
         let err = |detail: &str| Error::Shape {
             op: "matmul",
@@ -795,7 +860,7 @@ impl<'g> Var<'g> {
         };
         let a3 = self.reshape(with(&a, [m, k, 1]));
         let b3 = rhs.reshape(with(&b, [1, k, n]));
-        let prod = a3 * b3;
+        let prod = a3.try_mul(b3)?;
         let r = prod.shape().rank();
         let mut out = batch.0;
         out.extend([m, n]);
@@ -805,35 +870,104 @@ impl<'g> Var<'g> {
     /// Mean squared error between `self` and `target`.
     #[track_caller]
     pub fn mse(self, target: impl IntoVar<'g>) -> Var<'g> {
-        (self - target.into_var(self.graph)).square().mean()
+        self.try_mse(target).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `mse`, or an error if the shapes do not broadcast.
+    #[track_caller]
+    pub fn try_mse(self, target: impl IntoVar<'g>) -> Result<Var<'g>> {
+        Ok(self.try_sub(target)?.square().mean())
     }
 
     /// `log(softmax(self))` along `axis`.
     #[track_caller]
     pub fn log_softmax(self, axis: isize) -> Var<'g> {
-        self - self
-            .logsumexp_axes(&[axis], true)
-            .broadcast_to(self.shape())
+        self.try_log_softmax(axis).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `log_softmax`, or an error for a bad axis (a scalar has none) or an
+    /// empty one.
+    #[track_caller]
+    pub fn try_log_softmax(self, axis: isize) -> Result<Var<'g>> {
+        let lse = self.try_logsumexp_axes(&[axis], true)?;
+        Ok(self - lse.broadcast_to(self.shape()))
     }
 
     /// Softmax along `axis`.
     #[track_caller]
     pub fn softmax(self, axis: isize) -> Var<'g> {
-        self.log_softmax(axis).exp()
+        self.try_softmax(axis).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Mean cross-entropy of logits `self` (`[batch, classes]`) against target
-    /// probabilities (for example one-hot rows) of the same shape.
+    /// `softmax`, or an error for a bad or empty axis.
+    #[track_caller]
+    pub fn try_softmax(self, axis: isize) -> Result<Var<'g>> {
+        Ok(self.try_log_softmax(axis)?.exp())
+    }
+
+    /// Mean cross-entropy of logits `self` (classes along the last axis:
+    /// `[classes]` for one example, `[batch, classes]`, or more leading
+    /// axes) against target probabilities (for example one-hot rows) of the
+    /// same shape: the mean over the examples of `-Σ target·log_softmax`.
     #[track_caller]
     pub fn cross_entropy(self, target: Var<'g>) -> Var<'g> {
-        let rows = self.shape().0.first().copied().unwrap_or(1).max(1);
-        -(target * self.log_softmax(-1)).sum() / rows as f64
+        self.try_cross_entropy(target)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `cross_entropy`, or an error for a scalar or class-less `self` or a
+    /// target of another shape.
+    #[track_caller]
+    pub fn try_cross_entropy(self, target: Var<'g>) -> Result<Var<'g>> {
+        let location = Location::caller();
+        self.graph.own(std::iter::once(&target))?;
+        let (shape, t) = (self.shape(), target.shape());
+        if shape != t {
+            return Err(Error::Shape {
+                op: "cross_entropy",
+                detail: "logits and targets must have one shape".into(),
+                lhs: shape,
+                rhs: t,
+                location,
+            });
+        }
+        let log_p = self.try_log_softmax(-1)?;
+        let classes = shape.0.last().copied().unwrap_or(1);
+        let examples = shape.numel() / classes.max(1);
+        Ok(-(target * log_p).sum() / examples as f64)
     }
 
     /// Mean logistic loss `softplus(-t · self)` for labels `t` in {-1, +1}.
     #[track_caller]
     pub fn logistic_loss(self, labels: impl IntoVar<'g>) -> Var<'g> {
-        (-(self * labels.into_var(self.graph))).softplus().mean()
+        self.try_logistic_loss(labels)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `logistic_loss`, or an error if the shapes do not broadcast.
+    #[track_caller]
+    pub fn try_logistic_loss(self, labels: impl IntoVar<'g>) -> Result<Var<'g>> {
+        Ok((-self.try_mul(labels)?).softplus().mean())
+    }
+}
+
+/// An error unless a tensor of `shape` can exist: its element count
+/// (at most `Shape::MAX_NUMEL`) computed without overflow.
+fn checked_size(
+    op: &'static str,
+    shape: &Shape,
+    location: &'static Location<'static>,
+) -> Result<()> {
+    match shape.checked_numel() {
+        Some(n) if n <= Shape::MAX_NUMEL => Ok(()),
+        _ => Err(Error::Argument {
+            op,
+            detail: format!(
+                "shape {shape} has more than {} elements (its f64 bytes must fit an isize)",
+                Shape::MAX_NUMEL
+            ),
+            location,
+        }),
     }
 }
 

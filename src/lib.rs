@@ -49,6 +49,6 @@ pub use backend::wgpu::device::{GpuContext, GpuLimits, GpuOptions};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradCheck};
 pub use graph::{Graph, IntoVar, Node, NodeId, Var};
-pub use optim::Optimizer;
+pub use optim::{Optimizer, Updates};
 pub use program::{Device, KernelTime, Program, Stats};
 pub use shape::Shape;

@@ -46,7 +46,9 @@ impl Device {
         Device::gpu_with(&GpuOptions::default())
     }
 
-    /// A GPU, planning against limits no larger than `options` gives.
+    /// A GPU, planning against limits no larger than `options` gives; an
+    /// error for options no plan can keep (no workgroups, fewer than two
+    /// bindings per kernel).
     pub fn gpu_with(options: &GpuOptions) -> Result<Device> {
         Ok(Device::Gpu(GpuContext::open(options)?))
     }
@@ -233,10 +235,11 @@ impl Graph {
             Device::Cpu => {
                 // Every value of a run, at most (each is freed after its last use).
                 let values = live.iter().map(|&i| NodeId(i as u32));
-                check_host_memory(8 * total_numel(&nodes, values))?;
+                check_host_memory(total_numel(&nodes, values).saturating_mul(8))?;
                 Exec::Cpu(zeros(&nodes, &params)?)
             }
             Device::CpuF32(options) => {
+                options.check()?;
                 let updated: Vec<NodeId> = update_ids.iter().map(|u| u.1).collect();
                 let plan = FastPlan::new(&nodes, &roots, &updated, *options);
                 check_host_memory(fast_bytes_held(&nodes, &params, &plan))?;
@@ -354,7 +357,12 @@ fn match_feeds<'a, T>(
             .iter()
             .any(|n| matches!(&n.op, Op::Input(m) | Op::Param { name: m, .. } if m == name))
     };
-    for (name, _) in feeds {
+    for (k, (name, _)) in feeds.iter().enumerate() {
+        if feeds[..k].iter().any(|(n, _)| n == name) {
+            return Err(Error::DuplicateInput {
+                name: name.to_string(),
+            });
+        }
         if !in_graph(name) {
             let known: Vec<&str> = leaves.iter().map(|&l| name_of(l)).collect();
             return Err(Error::UnknownInput {
@@ -518,7 +526,9 @@ impl Program {
             ..Stats::default()
         };
         match &self.exec {
-            Exec::Cpu(_) => held(8 * total_numel(&self.nodes, self.params.iter().copied())),
+            Exec::Cpu(_) => {
+                held(total_numel(&self.nodes, self.params.iter().copied()).saturating_mul(8))
+            }
             Exec::CpuF32 { plan, .. } => held(fast_bytes_held(&self.nodes, &self.params, plan)),
             Exec::Gpu(g) => g.stats(),
         }
@@ -567,16 +577,17 @@ impl Node {
     }
 }
 
-/// Elements in the values of `ids`.
+/// Elements in the values of `ids` (saturating: a count past `u64` is
+/// more memory than any machine has all the same).
 fn total_numel(nodes: &[Node], ids: impl IntoIterator<Item = NodeId>) -> u64 {
     ids.into_iter()
         .map(|id| nodes[id.index()].shape.numel() as u64)
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 /// Bytes the fast path keeps between runs: parameters and the plan's buffers.
 fn fast_bytes_held(nodes: &[Node], params: &[NodeId], plan: &FastPlan) -> u64 {
-    4 * total_numel(nodes, params.iter().copied().chain(plan.buffers()))
+    total_numel(nodes, params.iter().copied().chain(plan.buffers())).saturating_mul(4)
 }
 
 /// Zeros for every parameter, or an error if the memory cannot be had.
@@ -587,7 +598,7 @@ fn zeros<T: Real>(nodes: &[Node], params: &[NodeId]) -> Result<Vec<Vec<T>>> {
             let n = nodes[p.index()].shape.numel();
             let mut v = Vec::new();
             v.try_reserve_exact(n).map_err(|e| Error::OutOfMemory {
-                needed: (n * std::mem::size_of::<T>()) as u64,
+                needed: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
                 detail: e.to_string(),
             })?;
             v.resize(n, T::from_f64(0.0));

@@ -17,9 +17,22 @@ impl Shape {
     pub fn rank(&self) -> usize {
         self.0.len()
     }
-    /// Number of elements (1 for a scalar).
+    /// The most elements a tensor may have: its values in f64 (the
+    /// reference's) take at most `isize::MAX` bytes, as one allocation may.
+    pub const MAX_NUMEL: usize = isize::MAX as usize / 8;
+
+    /// Number of elements (1 for a scalar). A shape the graph holds has at
+    /// most `MAX_NUMEL`; any other whose count overflows gives `usize::MAX`.
     pub fn numel(&self) -> usize {
-        self.0.iter().product()
+        self.checked_numel().unwrap_or(usize::MAX)
+    }
+
+    /// Number of elements, or `None` where the count overflows `usize`.
+    pub fn checked_numel(&self) -> Option<usize> {
+        if self.0.contains(&0) {
+            return Some(0);
+        }
+        self.0.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
     /// The dimensions.
     pub fn dims(&self) -> &[usize] {
@@ -230,6 +243,11 @@ impl StridedMap {
     /// be attained, but no source index falls outside it).
     pub fn source_range(&self, lo: usize, hi: usize) -> (usize, usize) {
         let m = self.simplified();
+        // A map over no elements has no sources (code reading through it
+        // is never reached).
+        if m.out_dims.contains(&0) {
+            return (m.offset, m.offset);
+        }
         let out_strides = Shape(m.out_dims.clone()).strides();
         let (mut least, mut most) = (m.offset, m.offset);
         for ((&dim, &src), &stride) in m.out_dims.iter().zip(&m.src_strides).zip(&out_strides) {

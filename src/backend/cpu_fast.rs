@@ -78,6 +78,34 @@ pub struct CpuOptions {
     pub native: bool,
 }
 
+/// The longest chunk: a task's registers are this many floats each.
+const MAX_CHUNK: usize = 1 << 20;
+
+impl CpuOptions {
+    /// An error for options no plan can run: empty or over-long chunks
+    /// (registers of `MAX_CHUNK` floats at most), tasks of no chunks, or
+    /// tasks whose length overflows.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let bad = |detail: String| Err(crate::Error::Options(detail));
+        for (name, chunk) in [
+            ("chunk", self.chunk),
+            ("deriving_chunk", self.deriving_chunk),
+        ] {
+            if !(1..=MAX_CHUNK).contains(&chunk) {
+                return bad(format!("{name} is {chunk}, not within 1..={MAX_CHUNK}"));
+            }
+        }
+        let longest = self.chunk.max(self.deriving_chunk);
+        if self.chunks_per_task == 0 || longest.checked_mul(self.chunks_per_task).is_none() {
+            return bad(format!(
+                "chunks_per_task is {}: a task takes at least one chunk, and its length must fit a usize",
+                self.chunks_per_task
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CpuOptions {
     fn default() -> Self {
         CpuOptions {
@@ -1491,7 +1519,13 @@ fn fusable(a: &Pass, b: &Pass, task: usize) -> Option<usize> {
     if a.extent != b.extent || a.reductions.is_empty() {
         return None;
     }
-    let rows = a.reductions[0].to_out.out_dims.get(1).copied()?;
+    // Rows of no elements fold nothing to fuse with.
+    let rows = a.reductions[0]
+        .to_out
+        .out_dims
+        .get(1)
+        .copied()
+        .filter(|&r| r > 0)?;
     let row_wise = |r: &Reduction| r.to_out.src_strides == [1, 0] && r.to_out.out_dims[1] == rows;
     if rows > task || !a.reductions.iter().all(row_wise) {
         return None;

@@ -79,6 +79,15 @@ impl GpuContext {
     /// narrows the backends searched and `WGPU_ADAPTER_NAME` (a substring,
     /// any case) picks an adapter by name.
     pub fn open(options: &GpuOptions) -> Result<Arc<GpuContext>> {
+        if options.max_workgroups == Some(0) {
+            return Err(Error::Options("max_workgroups is 0".into()));
+        }
+        if options.max_storage_buffers.is_some_and(|n| n < 2) {
+            return Err(Error::Options(
+                "max_storage_buffers is below 2: a kernel binds what it reads and what it writes"
+                    .into(),
+            ));
+        }
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
         // Where the driver reports a memory budget (DX12; Vulkan with
