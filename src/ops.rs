@@ -157,13 +157,15 @@ impl UnaryOp {
         }
     }
 
-    /// The WGSL expression of `x` (an f32 expression).
+    /// The WGSL expression of `x` (an f32 expression). Where WGSL leaves
+    /// a special value's result to the implementation, a helper of the
+    /// prelude gives the CPU's (see `WGSL_PRELUDE`).
     pub fn wgsl(self, x: &str) -> String {
         use UnaryOp::*;
         match self {
             Neg => format!("-{x}"),
             Abs => format!("abs({x})"),
-            Sign => format!("sign({x})"),
+            Sign => format!("wg_sign({x})"),
             Exp => format!("exp({x})"),
             Log => format!("log({x})"),
             Sqrt => format!("sqrt({x})"),
@@ -172,12 +174,10 @@ impl UnaryOp {
             Square => format!("{x} * {x}"),
             Sin => format!("sin({x})"),
             Cos => format!("cos({x})"),
-            // Clamped: some drivers compute tanh as a ratio of exponentials
-            // that overflows to NaN; tanh(±15) is ±1 in f32 already.
-            Tanh => format!("tanh(clamp({x}, -15.0, 15.0))"),
+            Tanh => format!("wg_tanh({x})"),
             Sigmoid => format!("1.0 / (1.0 + exp(-{x}))"),
             Relu => format!("max({x}, 0.0)"),
-            Softplus => format!("max({x}, 0.0) + log(1.0 + exp(-abs({x})))"),
+            Softplus => format!("wg_softplus({x})"),
             PowConst(c) => format!("wg_pow({x}, {})", f32_literal(c)),
             Detach => x.to_string(),
         }
@@ -555,16 +555,97 @@ pub fn f32_literal(x: f64) -> String {
 }
 
 /// WGSL helpers that op expressions may call; every generated shader starts with them.
+///
+/// WGSL lets an implementation assume that no value is infinite or NaN,
+/// and leaves `sign`, `clamp` and `pow` of special values to it; shader
+/// compilers then fold float tests away. So these helpers test special
+/// values on the bits, which no float assumption can fold, and give the
+/// CPU's answers (`UnaryOp::cpu`, `BinaryOp::cpu`).
 pub const WGSL_PRELUDE: &str = "\
-// x^y with the CPU reference's conventions: x^0 = 1, and a negative base is
-// allowed when the exponent is an integer (WGSL's pow leaves both undefined).
-fn wg_pow(x: f32, y: f32) -> f32 {
-    if (y == 0.0) { return 1.0; }
-    let m = exp2(y * log2(abs(x)));
-    if (x < 0.0) {
-        if (fract(y) != 0.0) { return bitcast<f32>(0x7fc00000u); }
-        if (fract(y * 0.5) != 0.0) { return -m; }
+// The bits of |x|: above 0x7f800000u a NaN, at it an infinity, 0u a zero.
+fn wg_abs_bits(x: f32) -> u32 {
+    return bitcast<u32>(x) & 0x7fffffffu;
+}
+fn wg_inf(negative: bool) -> f32 {
+    return bitcast<f32>(select(0x7f800000u, 0xff800000u, negative));
+}
+// A select's mask: true for a NaN, as on the CPU (NaN != 0).
+fn wg_nonzero(m: f32) -> bool {
+    return wg_abs_bits(m) != 0u;
+}
+// Zeros and NaN are their own sign.
+fn wg_sign(x: f32) -> f32 {
+    let a = wg_abs_bits(x);
+    if (a == 0u || a > 0x7f800000u) { return x; }
+    return bitcast<f32>((bitcast<u32>(x) & 0x80000000u) | 0x3f800000u);
+}
+// NaN stays NaN (a clamp would make it 1); below 2^-10, x - x^3/3 is tanh
+// to f32's precision, where some drivers' ratio of exponentials is not;
+// past 15 tanh is 1 in f32, where that ratio overflows.
+fn wg_tanh(x: f32) -> f32 {
+    if (wg_abs_bits(x) > 0x7f800000u) { return x; }
+    if (abs(x) < 0.0009765625) { return x - x * x * x / 3.0; }
+    return tanh(clamp(x, -15.0, 15.0));
+}
+// max(x, 0) + ln(1 + e^-|x|): where e^-|x| is below 0.01, 1 + e^-|x|
+// would round it away (softplus(-20) is 2e-9, not 0), so its series.
+fn wg_softplus(x: f32) -> f32 {
+    let u = exp(-abs(x));
+    var l = log(1.0 + u);
+    if (u < 0.01) {
+        l = u * (1.0 - u * (0.5 - u * (0.33333334 - u * (0.25 - u * 0.2))));
     }
-    return m;
+    return max(x, 0.0) + l;
+}
+// x · ±0 (a literal zero, which compilers fold x · 0 to): NaN for an
+// infinite or NaN x, else a zero signed by both signs.
+fn wg_times_zero(x: f32, zero: f32) -> f32 {
+    if (wg_abs_bits(x) >= 0x7f800000u) { return bitcast<f32>(0x7fc00000u); }
+    return bitcast<f32>((bitcast<u32>(x) ^ bitcast<u32>(zero)) & 0x80000000u);
+}
+// ±0 / x (a literal zero, which compilers fold 0 / x to): NaN for a zero
+// or NaN x, else a zero signed by both signs.
+fn wg_zero_over(zero: f32, x: f32) -> f32 {
+    let a = wg_abs_bits(x);
+    if (a == 0u || a > 0x7f800000u) { return bitcast<f32>(0x7fc00000u); }
+    return bitcast<f32>((bitcast<u32>(x) ^ bitcast<u32>(zero)) & 0x80000000u);
+}
+// x - x, which compilers fold to 0: NaN for an infinite or NaN x.
+fn wg_minus_itself(x: f32) -> f32 {
+    if (wg_abs_bits(x) >= 0x7f800000u) { return bitcast<f32>(0x7fc00000u); }
+    return 0.0;
+}
+// x^y as the CPU's pow: x^±0 = 1 and 1^y = 1 (NaN included), NaN in
+// gives NaN, the limits at zeros and infinities, a negative base only to
+// an integer power (its sign by the power's parity), and exact results
+// for the powers 1, 2, 1/2 and -1 that gradients ask for.
+fn wg_pow(x: f32, y: f32) -> f32 {
+    let ax = wg_abs_bits(x);
+    let ay = wg_abs_bits(y);
+    if (ay == 0u || bitcast<u32>(x) == 0x3f800000u) { return 1.0; }
+    if (ax > 0x7f800000u || ay > 0x7f800000u) { return bitcast<f32>(0x7fc00000u); }
+    let negative_x = bitcast<u32>(x) >= 0x80000000u;
+    let negative_y = bitcast<u32>(y) >= 0x80000000u;
+    if (ay == 0x7f800000u) {
+        if (ax == 0x3f800000u) { return 1.0; }
+        if ((ax > 0x3f800000u) == negative_y) { return 0.0; }
+        return wg_inf(false);
+    }
+    let integer = fract(y) == 0.0;
+    let odd = integer && ay < 0x4b800000u && fract(y * 0.5) != 0.0;
+    let sign = select(0u, bitcast<u32>(x) & 0x80000000u, odd);
+    if (ax == 0u) {
+        return bitcast<f32>(select(0u, 0x7f800000u, negative_y) | sign);
+    }
+    if (ax == 0x7f800000u) {
+        return bitcast<f32>(select(0x7f800000u, 0u, negative_y) | sign);
+    }
+    if (negative_x && !integer) { return bitcast<f32>(0x7fc00000u); }
+    if (y == 1.0) { return x; }
+    if (y == 2.0) { return x * x; }
+    if (y == -1.0) { return 1.0 / x; }
+    if (y == 0.5) { return sqrt(x); }
+    let m = exp2(y * log2(abs(x)));
+    return bitcast<f32>(bitcast<u32>(m) | sign);
 }
 ";

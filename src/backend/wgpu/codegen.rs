@@ -17,7 +17,7 @@
 
 use super::schedule::{Binding, BufId, BufSpec};
 use crate::graph::{Node, NodeId};
-use crate::ops::{f32_literal, Op, WGSL_PRELUDE};
+use crate::ops::{f32_literal, BinaryOp, Op, WGSL_PRELUDE};
 use crate::shape::{PadMap, Shape, StridedMap};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -395,6 +395,9 @@ impl<'a> Emitter<'a> {
         if let Some(v) = self.substitutes.get(&id) {
             return v.clone();
         }
+        if let Some(c) = self.folded(id) {
+            return f32_literal(c);
+        }
         let node = &self.nodes[id.index()];
         let key = (id, idx.to_string());
         if let Some(v) = self.memo.get(&key) {
@@ -406,9 +409,6 @@ impl<'a> Emitter<'a> {
             self.line(&format!("let {v}: f32 = {x};"));
             self.memo.insert(key, v.clone());
             return v;
-        }
-        if let Some(c) = self.folded(id) {
-            return f32_literal(c);
         }
         let seen = self.indices_seen.entry(id).or_default();
         seen.insert(idx.to_string());
@@ -428,13 +428,29 @@ impl<'a> Emitter<'a> {
             Op::Binary(b) => {
                 let x = self.value(input(0), idx);
                 let y = self.value(input(1), idx);
-                self.assign(&b.wgsl(&x, &y))
+                let zero = |c: Option<f64>| c.is_some_and(|c| c as f32 == 0.0);
+                let (cx, cy) = (self.folded(input(0)), self.folded(input(1)));
+                // Where a literal meets a value, shader compilers fold as if
+                // no value were infinite or NaN: x · 0 to 0, x / 0 and 0 / x
+                // to 0, x - x to 0. IEEE's answers, without a fold to make.
+                let expr = match b {
+                    BinaryOp::Mul if zero(cy) => format!("wg_times_zero({x}, {y})"),
+                    BinaryOp::Mul if zero(cx) => format!("wg_times_zero({y}, {x})"),
+                    BinaryOp::Div if zero(cy) => {
+                        let negative = cy.is_some_and(|c| c.is_sign_negative());
+                        format!("{x} * wg_inf({negative})")
+                    }
+                    BinaryOp::Div if zero(cx) => format!("wg_zero_over({x}, {y})"),
+                    BinaryOp::Sub if input(0) == input(1) => format!("wg_minus_itself({x})"),
+                    _ => b.wgsl(&x, &y),
+                };
+                self.assign(&expr)
             }
             Op::Select => {
                 let m = self.value(input(0), idx);
                 let x = self.value(input(1), idx);
                 let y = self.value(input(2), idx);
-                self.assign(&format!("select({y}, {x}, {m} != 0.0)"))
+                self.assign(&format!("select({y}, {x}, wg_nonzero({m}))"))
             }
             Op::Reshape => self.value(input(0), idx),
             Op::Broadcast if in_shape(0).numel() == 1 => self.value(input(0), "0u"),
@@ -483,12 +499,25 @@ impl<'a> Emitter<'a> {
         }
         let nodes = self.nodes;
         let node = &nodes[id.index()];
+        // A value of no elements is never read, and padding around one is
+        // all zeros: no index arithmetic over empty axes (a division by 0).
+        let empty = |j: NodeId| nodes[j.index()].shape.numel() == 0;
+        if empty(id) || (matches!(node.op, Op::Pad { .. }) && empty(node.inputs[0])) {
+            self.constants.insert(id, Some(0.0));
+            return Some(0.0);
+        }
+        // The walk stops at stored values (so it is as shallow as the
+        // kernel's expressions), but for a reduction over no elements.
+        let known = |j: NodeId| {
+            let n = &nodes[j.index()];
+            !self.stored.contains_key(&j) || matches!(n.op, Op::Reduce { .. }) && empty(n.inputs[0])
+        };
         let mut operand = |k: usize| {
             let j = node.inputs[k];
-            if self.stored.contains_key(&j) {
-                None
-            } else {
+            if known(j) {
                 self.folded(j)
+            } else {
+                None
             }
         };
         let c = match &node.op {
@@ -501,6 +530,9 @@ impl<'a> Emitter<'a> {
             },
             // One value at every index.
             Op::Broadcast | Op::Reshape | Op::Permute(_) | Op::Slice { .. } => operand(0),
+            // Over no elements: the fold's identity (a sum's 0), known here
+            // rather than left for a compiler to fold with a loop of none.
+            Op::Reduce { op, .. } if empty(node.inputs[0]) => Some(op.identity()),
             _ => None,
         };
         self.constants.insert(id, c);
