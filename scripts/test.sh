@@ -5,9 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A Vulkan loader and at least one driver manifest (ICD) in any of the
+# loader's standard folders. (`grep -q` would stop reading early and
+# fail the pipe under pipefail; a glob is tested folder by folder.)
 have_vulkan_driver() {
-    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
-        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+    ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null || return 1
+    local dir
+    for dir in /usr/share/vulkan/icd.d /usr/local/share/vulkan/icd.d /etc/vulkan/icd.d; do
+        compgen -G "$dir/*.json" >/dev/null && return 0
+    done
+    return 1
 }
 if ! have_vulkan_driver; then
     echo "test.sh: no Vulkan driver found; installing Mesa's lavapipe" >&2
