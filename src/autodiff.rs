@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Var};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::panic::Location;
 
 impl Graph {
@@ -119,7 +119,7 @@ impl Graph {
         }
         let needed = |j: NodeId| from_wrt[j.index()] && to_loss[j.index()];
 
-        let mut grads: HashMap<NodeId, Var<'g>> = HashMap::new();
+        let mut grads: HashMap<NodeId, Var<'g>> = HashMap::default();
         grads.insert(loss.id(), self.full(1.0, loss.shape()));
         for i in (0..=last).rev() {
             let id = NodeId(i as u32);

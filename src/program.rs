@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, NodeId, Var};
 use crate::ops::{Op, Real};
 use crate::shape::Shape;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::panic::Location;
 use std::sync::Arc;
 

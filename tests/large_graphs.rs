@@ -1,7 +1,9 @@
 //! Graphs as deep as an unrolled loop, recurrences that read their state
-//! twice a step, and graphs of hundreds of parameter tensors compile in
-//! time about linear in their size (quadratic at worst), within a test
-//! thread's stack (2 MiB), and match the f64 reference.
+//! twice a step, stencils and rolls that read it at shifted indices,
+//! second-order chains of reductions, and graphs of hundreds of parameter
+//! tensors compile in time about linear in their size (quadratic at
+//! worst), within a test thread's stack (2 MiB), and match the f64
+//! reference.
 
 mod common;
 use common::*;
@@ -102,4 +104,67 @@ fn two_hundred_parameter_tensors_compile_for_a_device_of_eight_bindings() {
         let what = format!("{k} tensors on {}", device.describe());
         check_against_reference(device, &g, &outputs, &data, 1e-4, &what);
     }
+}
+
+/// `steps` steps of a stencil along the last axis of x ([rows, 8]):
+/// y ← (y shifted right + y shifted left)·0.5 + y·0.25, zeros shifted in
+/// (`roll`: y ← y rotated by one·0.9 + y·0.1); the loss Σy·w, and its
+/// gradient. Each step reads y at three sets of indices: recomputing
+/// takes 3^steps copies of the first steps.
+fn shifts<'g>(g: &'g Graph, steps: usize, roll: bool) -> Vec<Var<'g>> {
+    let x = g.input("x", [4, 8]);
+    let mut y = x;
+    for _ in 0..steps {
+        y = if roll {
+            Var::concat(&[y.slice(1, 7, 8), y.slice(1, 0, 7)], 1) * 0.9 + y * 0.1
+        } else {
+            (y.pad(1, 1, 0).slice(1, 0, 8) + y.pad(1, 0, 1).slice(1, 1, 9)) * 0.5 + y * 0.25
+        };
+    }
+    let w = g.input("w", [4, 8]);
+    with_gradients((y * w).sum(), &[x])
+}
+
+#[test]
+fn stencils_and_rolls_of_100_steps_compile_on_every_device() {
+    let mut devices = vec![Device::cpu_f32(), Device::cpu_f32_with(in_chunks(5, 2))];
+    devices.extend(gpu());
+    let mut r = rng(33);
+    let data = vec![
+        ("x".to_string(), sample(&mut r, 32, Domain::Any)),
+        ("w".to_string(), sample(&mut r, 32, Domain::Any)),
+    ];
+    for roll in [false, true] {
+        for device in &devices {
+            let g = Graph::new();
+            let outputs = shifts(&g, 100, roll);
+            let what = format!("roll {roll} on {}", device.describe());
+            check_against_reference(device, &g, &outputs, &data, 1e-4, &what);
+        }
+    }
+}
+
+#[test]
+fn a_second_order_chain_of_reductions_compiles_on_the_cpu_fast_path() {
+    // y ← x·(0.01·Σ sin y) + 0.5·y, 300 steps; the loss L = Σy plus the
+    // squared norm of its gradient, and the gradient of that: a reduction a
+    // step, each read by the next, through two reverse passes.
+    let g = Graph::new();
+    let x = g.input("x", [16]);
+    let mut y = x;
+    for _ in 0..300 {
+        y = x * (y.sin().sum() * 0.01) + y * 0.5;
+    }
+    let f = y.sum();
+    let penalty = f + g.grad(f, &[x])[0].square().sum();
+    let outputs = with_gradients(penalty, &[x]);
+    let data = vec![("x".to_string(), sample(&mut rng(34), 16, Domain::Any))];
+    check_against_reference(
+        &Device::cpu_f32(),
+        &g,
+        &outputs,
+        &data,
+        1e-3,
+        "second order",
+    );
 }

@@ -4,7 +4,7 @@
 use crate::graph::{Node, NodeId};
 use crate::ops::Op;
 use crate::shape::{PadMap, Shape, StridedMap};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The values of `outputs`, given the values of every input and parameter
 /// they depend on (`leaves`, by node). Intermediate values are dropped after

@@ -54,7 +54,8 @@ use crate::graph::{Node, NodeId};
 use crate::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::{PadMap, StridedMap};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 
 /// How the fast path cuts its work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +74,8 @@ pub struct CpuOptions {
     /// evenly.
     pub chunks_per_task: usize,
     /// Compile runs of element-wise instructions to native code where
-    /// Cranelift has a backend for this CPU (same bits; off: the tape
-    /// alone, for comparison).
+    /// Cranelift has a backend for this CPU, in passes over a chunk or more
+    /// (same bits; off: the tape alone, for comparison).
     pub native: bool,
 }
 
@@ -376,95 +377,26 @@ impl FastPlan {
     ) -> FastPlan {
         let live = live_nodes(nodes, roots);
         // Stored like reductions: the nodes that keep every pass's
-        // expressions shallow.
+        // expressions shallow, and those a pass would compute too often
+        // (`MAX_COPIES_PER_NODE`), found as passes are built.
         let mut cut = vec![false; nodes.len()];
         for id in depth_cuts(nodes, &live) {
             cut[id.index()] = true;
         }
-        // Matrix products run by blocks (`gemm.rs`), reading their
-        // factors as views of stored values: a factor's value that is
-        // not stored (a layer's activations) is stored.
-        let mut products: HashMap<usize, Product> = HashMap::new();
-        for &i in &live {
-            let id = NodeId(i as u32);
-            let Some(form) = matmul_form(nodes, id).filter(|f| f.shape.numel() > 0) else {
-                continue;
-            };
-            loop {
-                let stored = |n: NodeId| {
-                    let node = &nodes[n.index()];
-                    is_leaf(node) || matches!(node.op, Op::Reduce { .. }) || cut[n.index()]
-                };
-                match Product::new(nodes, id, &form, stored) {
-                    Ok(product) => {
-                        products.insert(i, product);
-                        break;
-                    }
-                    Err(n) => cut[n.index()] = true,
-                }
-            }
-        }
-        let mut is_root = vec![false; nodes.len()];
-        for r in roots {
-            is_root[r.index()] = true;
-        }
-        // Targets by group: a reduction (or cut) of level L (one more than
-        // the highest level of the reductions it reads) and an element-wise
-        // root reading reductions up to level L - 1 both run in group L,
-        // after every reduction they read.
-        let mut level: Vec<usize> = vec![0; nodes.len()];
-        let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
-        for &i in &live {
-            let node = &nodes[i];
-            let below = node.inputs.iter().map(|j| level[j.index()]).max();
-            let stored_below = matches!(node.op, Op::Reduce { .. }) || cut[i];
-            level[i] = below.unwrap_or(0) + usize::from(stored_below);
-            let id = NodeId(i as u32);
-            if !is_leaf(node) && (stored_below || is_root[i]) {
-                groups
-                    .entry(level[i] + usize::from(!stored_below))
-                    .or_default()
-                    .push(id);
-            }
-        }
-        let mut stored: Vec<bool> = nodes.iter().map(is_leaf).collect();
         let mut jit = options.native.then(Jit::new).flatten();
-        let mut passes: Vec<(Vec<Pass>, Vec<Product>)> = Vec::new();
-        for group in groups.into_values() {
-            let (group, mine): (Vec<NodeId>, Vec<NodeId>) = group
-                .into_iter()
-                .partition(|t| !products.contains_key(&t.index()));
-            let mine: Vec<Product> = mine
-                .iter()
-                .map(|t| products.remove(&t.index()).expect("a product"))
-                .collect();
-            // One pass per extent: reductions fold on the way through the
-            // elements their operand shares with element-wise targets.
-            let mut by_extent: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
-            for t in group {
-                let node = &nodes[t.index()];
-                let extent = match node.op {
-                    Op::Reduce { .. } => nodes[node.inputs[0].index()].shape.numel(),
-                    _ => node.shape.numel(),
-                };
-                by_extent.entry(extent).or_default().push(t);
+        let passes = loop {
+            match plan_passes(nodes, &live, roots, &mut cut, options, &mut jit) {
+                Ok(passes) => break passes,
+                Err(copied) => copied.iter().for_each(|n| cut[n.index()] = true),
             }
-            let group: Vec<Pass> = by_extent
-                .into_iter()
-                .map(|(extent, targets)| {
-                    Builder::new(nodes, &stored).pass(extent, &targets, jit.as_mut())
-                })
-                .collect();
-            let computed = group.iter().flat_map(Pass::computed);
-            for t in computed.chain(mine.iter().map(|p| p.node)) {
-                stored[t.index()] = true;
-            }
-            passes.push((group, mine));
-        }
+        };
         let mut stages = steps(passes, options);
-        let needed = live_nodes(nodes, updated);
+        let mut needed = vec![false; nodes.len()];
+        for i in live_nodes(nodes, updated) {
+            needed[i] = true;
+        }
         for stage in &mut stages {
-            let for_updates = stage.computed().any(|id| needed.contains(&id.index()));
+            let for_updates = stage.computed().any(|id| needed[id.index()]);
             stage.for_updates = for_updates;
         }
         if log::log_enabled!(log::Level::Debug) {
@@ -555,9 +487,124 @@ impl FastPlan {
     }
 }
 
+/// A group of a plan: its passes (one per extent), and its matrix products.
+type Group = (Vec<Pass>, Vec<Product>);
+
+/// The passes and products of each group of a plan storing the nodes of
+/// `cut` (products add the factors they need stored), or the nodes a pass
+/// would compute more than `MAX_COPIES_PER_NODE` times: store them too
+/// and plan again.
+fn plan_passes(
+    nodes: &[Node],
+    live: &[usize],
+    roots: &[NodeId],
+    cut: &mut [bool],
+    options: CpuOptions,
+    jit: &mut Option<Jit>,
+) -> Result<Vec<Group>, Vec<NodeId>> {
+    // Matrix products run by blocks (`gemm.rs`), reading their
+    // factors as views of stored values: a factor's value that is
+    // not stored (a layer's activations) is stored.
+    let mut products: HashMap<usize, Product> = HashMap::default();
+    for &i in live {
+        let id = NodeId(i as u32);
+        let Some(form) = matmul_form(nodes, id).filter(|f| f.shape.numel() > 0) else {
+            continue;
+        };
+        loop {
+            let stored = |n: NodeId| {
+                let node = &nodes[n.index()];
+                is_leaf(node) || matches!(node.op, Op::Reduce { .. }) || cut[n.index()]
+            };
+            match Product::new(nodes, id, &form, stored) {
+                Ok(product) => {
+                    products.insert(i, product);
+                    break;
+                }
+                Err(n) => cut[n.index()] = true,
+            }
+        }
+    }
+    let mut is_root = vec![false; nodes.len()];
+    for r in roots {
+        is_root[r.index()] = true;
+    }
+    // Targets by group: a reduction (or cut) of level L (one more than
+    // the highest level of the reductions it reads) and an element-wise
+    // root reading reductions up to level L - 1 both run in group L,
+    // after every reduction they read.
+    let mut level: Vec<usize> = vec![0; nodes.len()];
+    let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+    for &i in live {
+        let node = &nodes[i];
+        let below = node.inputs.iter().map(|j| level[j.index()]).max();
+        let stored_below = matches!(node.op, Op::Reduce { .. }) || cut[i];
+        level[i] = below.unwrap_or(0) + usize::from(stored_below);
+        let id = NodeId(i as u32);
+        if !is_leaf(node) && (stored_below || is_root[i]) {
+            groups
+                .entry(level[i] + usize::from(!stored_below))
+                .or_default()
+                .push(id);
+        }
+    }
+    let mut stored: Vec<bool> = nodes.iter().map(is_leaf).collect();
+    let mut passes: Vec<Group> = Vec::new();
+    let mut copied = Vec::new();
+    for group in groups.into_values() {
+        let (group, mine): (Vec<NodeId>, Vec<NodeId>) = group
+            .into_iter()
+            .partition(|t| !products.contains_key(&t.index()));
+        let mine: Vec<Product> = mine
+            .iter()
+            .map(|t| products.remove(&t.index()).expect("a product"))
+            .collect();
+        // One pass per extent: reductions fold on the way through the
+        // elements their operand shares with element-wise targets.
+        let mut by_extent: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+        let targets = group.clone();
+        for t in group {
+            let node = &nodes[t.index()];
+            let extent = match node.op {
+                Op::Reduce { .. } => nodes[node.inputs[0].index()].shape.numel(),
+                _ => node.shape.numel(),
+            };
+            by_extent.entry(extent).or_default().push(t);
+        }
+        let group: Vec<Pass> = by_extent
+            .into_iter()
+            .map(|(extent, targets)| {
+                // A pass shorter than a chunk runs each instruction
+                // once, over part of a register: a native loop saves
+                // little there, and compiling it costs a millisecond.
+                let jit = jit.as_mut().filter(|_| extent >= options.chunk);
+                Builder::new(nodes, &stored).pass(extent, &targets, jit)
+            })
+            .filter_map(|pass| pass.map_err(|n| copied.extend(n)).ok())
+            .collect();
+        // Every target of the group is stored after it, whether its
+        // pass was built or must be built again.
+        for t in targets.iter().chain(mine.iter().map(|p| &p.node)) {
+            stored[t.index()] = true;
+        }
+        passes.push((group, mine));
+    }
+    if copied.is_empty() {
+        Ok(passes)
+    } else {
+        Err(copied)
+    }
+}
+
 fn is_leaf(node: &Node) -> bool {
     matches!(node.op, Op::Input(_) | Op::Param { .. })
 }
+
+/// A node computed at more sets than this in one pass is stored instead:
+/// a stencil or roll reads a value at two shifted sets a step, and each
+/// derivation makes a set of its own, so recomputing would take
+/// exponentially many sets in the steps.
+const MAX_COPIES_PER_NODE: usize = 6;
 
 /// The set of a pass's chunk, and the set of one index (0) at which a
 /// uniform value is computed.
@@ -581,6 +628,10 @@ struct Builder<'a> {
     memo: HashMap<(NodeId, usize), Val>,
     splats: HashMap<(NodeId, usize), Reg>,
     uniform: HashMap<NodeId, bool>,
+    /// How many sets each node has been computed at, and the nodes
+    /// computed at more than `MAX_COPIES_PER_NODE`.
+    copies: HashMap<NodeId, usize>,
+    copied: Vec<NodeId>,
     next: Reg,
 }
 
@@ -600,14 +651,23 @@ impl<'a> Builder<'a> {
             stored,
             sets: vec![fixed(), fixed()],
             tape: Vec::new(),
-            memo: HashMap::new(),
-            splats: HashMap::new(),
-            uniform: HashMap::new(),
+            memo: HashMap::default(),
+            splats: HashMap::default(),
+            uniform: HashMap::default(),
+            copies: HashMap::default(),
+            copied: Vec::new(),
             next: 0,
         }
     }
 
-    fn pass(mut self, extent: usize, targets: &[NodeId], jit: Option<&mut Jit>) -> Pass {
+    /// The pass computing `targets`, or the nodes it would compute more
+    /// than `MAX_COPIES_PER_NODE` times (which must be stored instead).
+    fn pass(
+        mut self,
+        extent: usize,
+        targets: &[NodeId],
+        jit: Option<&mut Jit>,
+    ) -> Result<Pass, Vec<NodeId>> {
         let mut stores = Vec::new();
         let mut reductions = Vec::new();
         for &t in targets {
@@ -634,6 +694,9 @@ impl<'a> Builder<'a> {
                 stores.push(t);
             }
         }
+        if !self.copied.is_empty() {
+            return Err(self.copied);
+        }
         fold_negations(&mut self.tape, &mut self.next);
         fold_constants(&mut self.tape);
         drop_identities(&mut self.tape);
@@ -654,7 +717,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        Pass {
+        Ok(Pass {
             extent,
             sets: self.sets,
             tape: self.tape,
@@ -662,7 +725,7 @@ impl<'a> Builder<'a> {
             regs,
             stores,
             reductions,
-        }
+        })
     }
 
     fn emit(&mut self, make: impl FnOnce(Reg) -> Instr) -> Reg {
@@ -722,6 +785,17 @@ impl<'a> Builder<'a> {
         r
     }
 
+    /// Count one more set `id` is computed at; whether that is one too many.
+    fn too_many_copies(&mut self, id: NodeId) -> bool {
+        let copies = self.copies.entry(id).or_default();
+        *copies += 1;
+        if *copies > MAX_COPIES_PER_NODE {
+            self.copied.push(id);
+            return true;
+        }
+        false
+    }
+
     /// Node `id` at set `set`: a uniform node is computed once, at `SCALAR`.
     fn value(&mut self, id: NodeId, set: usize) -> Val {
         if set != SCALAR && self.is_uniform(id) {
@@ -738,6 +812,9 @@ impl<'a> Builder<'a> {
         let v = if self.stored[id.index()] {
             let n = id.index();
             vector(self.emit(|dst| Instr::Load { dst, node: n, set }))
+        } else if self.too_many_copies(id) {
+            // The pass is planned again with `id` stored: stand in a constant.
+            vector(self.emit(|dst| Instr::Const { dst, value: 0.0 }))
         } else {
             let derive = match &node.op {
                 // A uniform operand is the same at every index.
@@ -950,7 +1027,7 @@ fn fold_negations(tape: &mut [Instr], next: &mut Reg) {
 /// with the same f32 operations the tape would run on them: the same bits,
 /// without an instruction per chunk for each.
 fn fold_constants(tape: &mut [Instr]) {
-    let mut known: HashMap<Reg, f32> = HashMap::new();
+    let mut known: HashMap<Reg, f32> = HashMap::default();
     for instr in tape.iter_mut() {
         let folded = match *instr {
             Instr::Const { dst, value } => {
@@ -988,8 +1065,8 @@ fn fold_constants(tape: &mut [Instr]) {
 /// their readers read the operand instead. (`x + 0` is not one: -0 + 0
 /// is +0.)
 fn drop_identities(tape: &mut [Instr]) {
-    let mut known: HashMap<Reg, f32> = HashMap::new();
-    let mut same: HashMap<Reg, Reg> = HashMap::new();
+    let mut known: HashMap<Reg, f32> = HashMap::default();
+    let mut same: HashMap<Reg, Reg> = HashMap::default();
     for instr in tape.iter_mut() {
         let dst = instr.dst();
         for r in instr.regs_mut() {
@@ -1062,7 +1139,7 @@ fn defs(tape: &[Instr]) -> HashMap<Reg, usize> {
 
 /// How many times each register is read.
 fn reads(tape: &[Instr]) -> HashMap<Reg, usize> {
-    let mut uses: HashMap<Reg, usize> = HashMap::new();
+    let mut uses: HashMap<Reg, usize> = HashMap::default();
     for instr in tape {
         instr.for_each_src(|r| *uses.entry(r).or_default() += 1);
     }
@@ -1107,7 +1184,7 @@ fn compile_natives(tape: &mut Vec<Instr>, jit: &mut Jit) -> Vec<Native> {
     // Where each register is last read, in the order the tape will have
     // (the folds after the rest): a run's result is an output if read
     // after the run.
-    let mut last_read: HashMap<Reg, usize> = HashMap::new();
+    let mut last_read: HashMap<Reg, usize> = HashMap::default();
     for (at, instr) in rest.iter().chain(&folds).enumerate() {
         instr.for_each_src(|r| {
             last_read.insert(r, at);
@@ -1249,7 +1326,7 @@ fn kernel(
 ) -> (Kernel, Io) {
     let mut kernel = Kernel::default();
     let mut io = Io::default();
-    let mut defined: HashMap<Reg, usize> = HashMap::new();
+    let mut defined: HashMap<Reg, usize> = HashMap::default();
     let operand = |io: &mut Io, defined: &HashMap<Reg, usize>, r: Reg, one: bool| {
         let index = |list: &mut Vec<Reg>| {
             list.iter().position(|&x| x == r).unwrap_or_else(|| {
@@ -1321,7 +1398,7 @@ fn kernel(
 /// away, constants folded into others).
 fn drop_unread(tape: &mut Vec<Instr>) {
     loop {
-        let mut read = std::collections::HashSet::new();
+        let mut read = rustc_hash::FxHashSet::default();
         for instr in tape.iter() {
             instr.for_each_src(|r| {
                 read.insert(r);
@@ -1340,13 +1417,13 @@ fn drop_unread(tape: &mut Vec<Instr>) {
 /// value's register. A result never shares a register with its operands,
 /// so loops never alias.
 fn allocate_registers(tape: &mut [Instr]) -> (usize, HashMap<Reg, Reg>) {
-    let mut last_use: HashMap<Reg, usize> = HashMap::new();
+    let mut last_use: HashMap<Reg, usize> = HashMap::default();
     for (k, instr) in tape.iter_mut().enumerate() {
         for r in instr.regs_mut() {
             last_use.insert(*r, k);
         }
     }
-    let mut physical: HashMap<Reg, Reg> = HashMap::new();
+    let mut physical: HashMap<Reg, Reg> = HashMap::default();
     let (mut free, mut count): (Vec<Reg>, usize) = (Vec::new(), 0);
     for (k, instr) in tape.iter_mut().enumerate() {
         if let Instr::Expand { src, last, .. } = instr {
@@ -1431,7 +1508,7 @@ impl Stage {
 /// Order each group's passes into steps, fusing a pass into the one
 /// before it where it may read that pass's row reductions row by row; a
 /// group's products run after every step of the groups before it.
-fn steps(groups: Vec<(Vec<Pass>, Vec<Product>)>, options: CpuOptions) -> Vec<Stage> {
+fn steps(groups: Vec<Group>, options: CpuOptions) -> Vec<Stage> {
     let task = options.chunk.max(1) * options.chunks_per_task.max(1);
     let chunk = |passes: &[Pass]| match passes.iter().any(|p| p.sets.len() > SCALAR + 1) {
         true => options.deriving_chunk.max(1),

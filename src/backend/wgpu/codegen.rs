@@ -19,14 +19,15 @@ use super::schedule::{Binding, BufId, BufSpec};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, BinaryOp, Op, WGSL_PRELUDE};
 use crate::shape::{PadMap, Shape, StridedMap};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write;
 use std::ops::{Range, RangeInclusive};
 
-/// A node needed at more distinct indices than this inside one kernel is
-/// stored instead of recomputed (chains of shifted slices would otherwise
-/// recompute exponentially).
-pub(crate) const MAX_INDICES_PER_NODE: usize = 6;
+/// A node computed more often than this inside one kernel (at distinct
+/// indices, or at one index in the separate scopes of pads) is stored
+/// instead: a stencil or roll reads a value at two shifted indices a step,
+/// and recomputing would take exponentially many copies in the steps.
+pub(crate) const MAX_COPIES_PER_NODE: usize = 6;
 /// Kernels index with u32: a value computed or stored at an index has fewer
 /// elements than this (so that the sum of two indices cannot wrap either).
 pub(crate) const MAX_ELEMENTS: usize = 1 << 31;
@@ -34,8 +35,8 @@ pub(crate) const MAX_ELEMENTS: usize = 1 << 31;
 /// What emitting a kernel found that it cannot be built with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Problem {
-    /// A node needed at too many indices: store it and plan again.
-    TooManyIndices(NodeId),
+    /// A node computed too many times: store it and plan again.
+    TooManyCopies(NodeId),
     /// A node computed at an index has `MAX_ELEMENTS` elements or more.
     TooLarge(NodeId),
 }
@@ -61,7 +62,8 @@ pub(crate) struct Emitter<'a> {
     /// Per buffer, the vec4 holding its elements 4q..4q+3 and which of them
     /// is at `idx` (`set_vec4_lane`).
     vec4_lane: HashMap<BufId, (String, usize)>,
-    indices_seen: HashMap<NodeId, HashSet<String>>,
+    /// How many times each node has been computed (`MAX_COPIES_PER_NODE`).
+    copies: HashMap<NodeId, usize>,
     /// Nodes whose value at whatever index is reached is a known expression.
     substitutes: HashMap<NodeId, String>,
     /// The first problem found while emitting.
@@ -85,19 +87,19 @@ impl<'a> Emitter<'a> {
             stored,
             layout,
             used: Vec::new(),
-            ranges: HashMap::new(),
-            blocks: HashMap::new(),
+            ranges: HashMap::default(),
+            blocks: HashMap::default(),
             body: String::new(),
             indent,
-            memo: HashMap::new(),
-            index_memo: HashMap::new(),
-            offsets: HashMap::new(),
-            vec4_lane: HashMap::new(),
-            indices_seen: HashMap::new(),
-            substitutes: HashMap::new(),
+            memo: HashMap::default(),
+            index_memo: HashMap::default(),
+            offsets: HashMap::default(),
+            vec4_lane: HashMap::default(),
+            copies: HashMap::default(),
+            substitutes: HashMap::default(),
             problem: None,
             loaded: Vec::new(),
-            constants: HashMap::new(),
+            constants: HashMap::default(),
             next: 0,
         }
     }
@@ -296,24 +298,24 @@ impl<'a> Emitter<'a> {
 
     /// Let node `id` at index `idx` be the expression `expr` (already computed).
     pub fn preset(&mut self, id: NodeId, idx: &str, expr: &str) {
+        let idx = if self.nodes[id.index()].shape.numel() == 1 {
+            "0u"
+        } else {
+            idx
+        };
         self.memo.insert((id, idx.to_string()), expr.to_string());
     }
 
     /// The statements emitted so far; the next ones start a fresh scope
     /// (nothing emitted before is reused after).
     pub fn take_body(&mut self) -> String {
+        // A body of its own (an unrolled element, a lane) computes its
+        // values afresh, on purpose: copies are counted per body.
+        self.copies.clear();
         self.memo.clear();
         self.index_memo.clear();
         self.offsets.clear();
         std::mem::take(&mut self.body)
-    }
-
-    /// `take_body` for a body that repeats the one before at other indices
-    /// (a vec4's lanes): the indices each node is needed at count afresh,
-    /// since the lanes name the same indices differently.
-    pub fn take_vec4_lane(&mut self) -> String {
-        self.indices_seen.clear();
-        self.take_body()
     }
 
     /// A name for the u32 index expression `expr` (shared when repeated).
@@ -392,6 +394,11 @@ impl<'a> Emitter<'a> {
     }
 
     fn value_at(&mut self, id: NodeId, idx: &str, load_stored: bool) -> String {
+        // Once a problem is found the kernel is planned again: emitting the
+        // rest would be wasted (and, for too many copies, exponential).
+        if self.problem.is_some() {
+            return "0.0".to_string();
+        }
         if let Some(v) = self.substitutes.get(&id) {
             return v.clone();
         }
@@ -399,6 +406,9 @@ impl<'a> Emitter<'a> {
             return f32_literal(c);
         }
         let node = &self.nodes[id.index()];
+        // A value of one element is the same at every index: one name for
+        // it, so that it is computed (and counted) once.
+        let idx = if node.shape.numel() == 1 { "0u" } else { idx };
         let key = (id, idx.to_string());
         if let Some(v) = self.memo.get(&key) {
             return v.clone();
@@ -410,10 +420,10 @@ impl<'a> Emitter<'a> {
             self.memo.insert(key, v.clone());
             return v;
         }
-        let seen = self.indices_seen.entry(id).or_default();
-        seen.insert(idx.to_string());
-        if seen.len() > MAX_INDICES_PER_NODE {
-            self.problem = self.problem.or(Some(Problem::TooManyIndices(id)));
+        let copies = self.copies.entry(id).or_default();
+        *copies += 1;
+        if *copies > MAX_COPIES_PER_NODE {
+            self.problem = self.problem.or(Some(Problem::TooManyCopies(id)));
         }
         if node.shape.numel() >= MAX_ELEMENTS {
             self.problem = self.problem.or(Some(Problem::TooLarge(id)));

@@ -37,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, Op, ReduceOp};
 use crate::shape::{Shape, StridedMap};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
 
@@ -250,7 +251,7 @@ fn try_plan(
         buffers.push(BufSpec { numel, kind });
         buffers.len() - 1
     };
-    let mut stored: HashMap<NodeId, BufId> = HashMap::new();
+    let mut stored: HashMap<NodeId, BufId> = HashMap::default();
     for (k, &id) in req.inputs.iter().enumerate() {
         stored.insert(
             id,
@@ -313,6 +314,9 @@ fn try_plan(
             targets.push(Target { node: id, buf });
         }
     }
+    // A value of no elements needs no kernel (and none reads it: it is
+    // folded where it is read).
+    targets.retain(|t| nodes[t.node.index()].shape.numel() > 0);
     for b in &buffers {
         if b.numel >= MAX_ELEMENTS {
             return Err(Error::TooLarge(format!(
@@ -339,8 +343,8 @@ fn try_plan(
         .collect();
 
     // Levels: one more than the stored values a target's expression reads.
-    let mut level: HashMap<NodeId, usize> = HashMap::new();
-    let mut reads_memo: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    let mut level: HashMap<NodeId, usize> = HashMap::default();
+    let mut reads_memo: HashMap<NodeId, Vec<NodeId>> = HashMap::default();
     let mut by_level: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
     // Up the arena first, so that each level's walk stops at the stored
     // values just below it (a chain of stored values would recurse as deep
@@ -358,7 +362,7 @@ fn try_plan(
     // An element-wise target that reads a reduction only at its own index
     // (and nothing else of that level or later) is computed in the
     // reduction's last pass, right where each result is folded: an epilogue.
-    let mut epilogues: HashMap<NodeId, Vec<Target>> = HashMap::new();
+    let mut epilogues: HashMap<NodeId, Vec<Target>> = HashMap::default();
     let reduction_targets: Vec<Target> = targets
         .iter()
         .copied()
@@ -374,7 +378,7 @@ fn try_plan(
         read.sort();
         read.into_iter().map(|k| reduction_targets[k])
     };
-    let mut in_epilogues = HashSet::new();
+    let mut in_epilogues = HashSet::default();
     for t in &targets {
         let node = &nodes[t.node.index()];
         if matches!(node.op, Op::Reduce { .. }) {
@@ -402,8 +406,8 @@ fn try_plan(
     // computed with it, in one read of the tensor. A reduction is in one
     // pair at most: one that runs with the reduction before it has no
     // kernel of its own for a third to join (z = Xw, c = Xᵀz, X·c).
-    let mut partners: HashMap<NodeId, Target> = HashMap::new();
-    let mut paired: HashSet<NodeId> = HashSet::new();
+    let mut partners: HashMap<NodeId, Target> = HashMap::default();
+    let mut paired: HashSet<NodeId> = HashSet::default();
     for r2 in &reduction_targets {
         // A row reduction it needs is one its operand reads.
         let read = reads(r2.node, nodes, &loads, &mut reads_memo);
@@ -446,6 +450,9 @@ fn try_plan(
         chunk,
     };
     let mut kernels = Vec::new();
+    // Values to store, as the kernels that cannot be built without them
+    // ask: all of one attempt's (each kernel's is its own), then plan again.
+    let mut pending: Vec<NodeId> = Vec::new();
     while let Some((l, group)) = by_level.pop_first() {
         let (reductions, mut elementwise): (Vec<Target>, Vec<Target>) = group
             .into_iter()
@@ -468,7 +475,10 @@ fn try_plan(
                         epilogues.remove(&r2.node);
                         continue;
                     }
-                    Fit::Store(ids) => return Ok(Attempt::Store(ids)),
+                    Fit::Store(ids) => {
+                        pending.extend(ids);
+                        continue;
+                    }
                     // Too many buffers for one kernel: the two reductions
                     // go their own ways.
                     Fit::Split => by_level.entry(l + 1).or_default().push(r2),
@@ -480,7 +490,7 @@ fn try_plan(
                 by_level.entry(l + 1).or_default().extend(epilogue);
                 match matmul_kernel(ctx, &buffers, r, &form)? {
                     Fit::Kernels(ks) => kernels.extend(ks),
-                    Fit::Store(ids) => return Ok(Attempt::Store(ids)),
+                    Fit::Store(ids) => pending.extend(ids),
                     Fit::Split => unreachable!("a lone target is never split"),
                 }
                 continue;
@@ -507,7 +517,10 @@ fn try_plan(
                         }
                         break;
                     }
-                    Fit::Store(ids) => return Ok(Attempt::Store(ids)),
+                    Fit::Store(ids) => {
+                        pending.extend(ids);
+                        break;
+                    }
                     Fit::Split if k < 2 => continue,
                     Fit::Split => unreachable!("a lone target is never split"),
                 }
@@ -523,10 +536,15 @@ fn try_plan(
         for (extent, ts) in by_extent {
             match elementwise_kernels(ctx, &buffers, extent, &ts)? {
                 Fit::Kernels(ks) => kernels.extend(ks),
-                Fit::Store(ids) => return Ok(Attempt::Store(ids)),
+                Fit::Store(ids) => pending.extend(ids),
                 Fit::Split => unreachable!("elementwise_kernels splits itself"),
             }
         }
+    }
+    if !pending.is_empty() {
+        pending.sort();
+        pending.dedup();
+        return Ok(Attempt::Store(pending));
     }
     // The partials of reductions in windows are made while planning. There
     // are at most as many as the operand has elements (below 2^31, or
@@ -641,18 +659,8 @@ fn fits(
     limits: &GpuLimits,
 ) -> Result<Option<Fit>> {
     match problem {
-        Some(Problem::TooManyIndices(id)) => return Ok(Some(Fit::Store(vec![id]))),
-        Some(Problem::TooLarge(id)) => {
-            let node = &nodes[id.index()];
-            return Err(Error::TooLarge(format!(
-                "the {} of shape {} recorded at {} has {} elements, and kernels index \
-                 values with 32 bits (fewer than 2^31 elements)",
-                node.op.name(),
-                node.shape,
-                node.location,
-                node.shape.numel()
-            )));
-        }
+        Some(Problem::TooManyCopies(id)) => return Ok(Some(Fit::Store(vec![id]))),
+        Some(Problem::TooLarge(id)) => return Err(too_large(&nodes[id.index()])),
         None => {}
     }
     if bindings <= limits.max_storage_buffers as usize {
@@ -677,7 +685,7 @@ fn fits(
     // Its values take too many bindings (a tensor over one binding takes
     // several): store a value below it, following the operands that read
     // the most down to the first whose reads fit a kernel of its own.
-    let mut memo = HashMap::new();
+    let mut memo = HashMap::default();
     let mut id = targets[0];
     loop {
         let widest = nodes[id.index()]
@@ -711,6 +719,18 @@ fn fits(
     }
 }
 
+/// The error for a value too large for a kernel's 32-bit indices.
+fn too_large(node: &Node) -> Error {
+    Error::TooLarge(format!(
+        "the {} of shape {} recorded at {} has {} elements, and kernels index \
+         values with 32 bits (fewer than 2^31 elements)",
+        node.op.name(),
+        node.shape,
+        node.location,
+        node.shape.numel()
+    ))
+}
+
 /// The nodes of `target`'s expression to store so that each of its nodes
 /// reads fewer stored values than `max`. Up the expression (inputs before
 /// the nodes that read them), a node reading `max` or more has the input
@@ -727,7 +747,7 @@ fn width_cuts(
     // may be stored itself, for others to read).
     let mut cone = Vec::new();
     let mut stack = vec![target];
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     while let Some(n) = stack.pop() {
         if (n == target || !stored.contains_key(&n)) && seen.insert(n) {
             cone.push(n);
@@ -735,15 +755,15 @@ fn width_cuts(
         }
     }
     cone.sort();
-    let mut cut: HashSet<NodeId> = HashSet::new();
+    let mut cut: HashSet<NodeId> = HashSet::default();
     // What each node of the cone reads that is stored (or cut).
-    let mut reads: HashMap<NodeId, HashSet<NodeId>> = HashMap::new();
+    let mut reads: HashMap<NodeId, HashSet<NodeId>> = HashMap::default();
     for n in cone {
         let inputs = &nodes[n.index()].inputs;
         let read_of =
             |j: &NodeId, cut: &HashSet<NodeId>, reads: &HashMap<NodeId, HashSet<NodeId>>| {
                 if stored.contains_key(j) || cut.contains(j) {
-                    HashSet::from([*j])
+                    std::iter::once(*j).collect()
                 } else {
                     reads[j].clone()
                 }
@@ -1158,7 +1178,7 @@ fn vec_holes(
         .map(|j| {
             e.set_vec4_lane(j, &vectors);
             let sets = lane(e, j);
-            format!("{}{sets}", e.take_vec4_lane())
+            format!("{}{sets}", e.take_body())
         })
         .collect();
     e.set_vec4_lane(0, &[]);
@@ -1286,6 +1306,11 @@ fn reduction(
     let operand = node.inputs[0];
     let in_shape = &nodes[operand.index()].shape;
     let outs = node.shape.numel();
+    // Its kernels index the operand's elements (even one never stored, a
+    // broadcast constant, say).
+    if in_shape.numel() >= MAX_ELEMENTS {
+        return Err(too_large(&nodes[operand.index()]));
+    }
     let len: usize = axes.iter().map(|&a| in_shape.0[a]).product();
     let (base_map, offset_map) = StridedMap::reduction(in_shape, axes);
     // Folds of whole vec4s (consecutive elements from a multiple of 4) can
@@ -1864,7 +1889,7 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
         // softmax's gradient): store the operand that reads the most, which
         // the kernel then loads. `fits` would store the product of the
         // broadcasts, which this kernel never reads.
-        let mut memo = HashMap::new();
+        let mut memo = HashMap::default();
         let widest = [a_in, b_in]
             .into_iter()
             .filter(|x| !loads.contains_key(x))
@@ -1904,7 +1929,7 @@ fn emit_epilogue(
 /// ops and reshapes. (`id` itself may be stored, for later kernels to load;
 /// what matters is what computing it reads.)
 fn at_own_index(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
-    operands_at_own_index(id, r, (nodes, loads), &mut HashMap::new())
+    operands_at_own_index(id, r, (nodes, loads), &mut HashMap::default())
 }
 
 /// `at_own_index`, each node's answer once: an expression that reads a
@@ -1949,7 +1974,7 @@ fn operands_at_own_index(
 
 /// Whether `id`'s expression reads `r` at all.
 fn reaches(id: NodeId, r: NodeId, nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> bool {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let mut stack = vec![id];
     while let Some(n) = stack.pop() {
         if n == r {
@@ -2006,7 +2031,7 @@ fn per_row(
     nodes: &[Node],
     loads: &HashMap<NodeId, BufId>,
 ) -> bool {
-    per_row_memo(id, r1, rows, (nodes, loads), &mut HashMap::new())
+    per_row_memo(id, r1, rows, (nodes, loads), &mut HashMap::default())
 }
 
 /// `per_row`, each node's answer once (as `at_own_index_memo`).
@@ -2246,7 +2271,7 @@ impl LaneFolds {
 /// element-wise ops and reshapes, in the order walks down their inputs
 /// (from each of `from` in turn) meet them.
 fn direct_loads(from: &[NodeId], nodes: &[Node], loads: &HashMap<NodeId, BufId>) -> Vec<NodeId> {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let mut out = Vec::new();
     // Inputs are pushed last first, so that the first is walked first.
     let mut stack: Vec<NodeId> = from.iter().rev().copied().collect();
@@ -2279,7 +2304,7 @@ fn row_broadcasts(
     loads: &HashMap<NodeId, BufId>,
     out: &mut Vec<NodeId>,
 ) {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     // As in `direct_loads`: inputs pushed last first.
     let mut stack = vec![id];
     while let Some(n) = stack.pop() {
@@ -2324,6 +2349,9 @@ fn rowcol(
     };
     let (o1, o2) = (n1.inputs[0], n2.inputs[0]);
     let shape = &nodes[o1.index()].shape;
+    if shape.numel() >= MAX_ELEMENTS {
+        return Err(too_large(&nodes[o1.index()]));
+    }
     let rows = n1.shape.numel();
     let row_len: usize = axes.iter().map(|&k| shape.0[k]).product();
     // Enough rows per workgroup that its fold of the columns at the end
