@@ -42,8 +42,9 @@ pub(crate) struct GpuProgram {
     /// and parity 1 (the same unless it is a parameter's current/next pair).
     buffers: Vec<Vec<[Arc<wgpu::Buffer>; 2]>>,
     kernels: Vec<Kernel>,
-    /// Readback buffers for the outputs.
-    staging: Vec<wgpu::Buffer>,
+    /// Readback buffers for each output, one per part of its buffer (an
+    /// output may be larger than the largest buffer).
+    staging: Vec<Vec<wgpu::Buffer>>,
     outputs: Vec<NodeId>,
     parity: usize,
     has_updates: bool,
@@ -61,7 +62,10 @@ impl GpuProgram {
     ) -> Result<GpuProgram> {
         let bytes_held: u64 = plan.buffers.iter().map(|b| b.numel.max(1) as u64 * 4).sum();
         if ctx.is_software() {
-            crate::program::check_host_memory(bytes_held)?;
+            // The readback buffers are host memory too.
+            let numel = |o: &NodeId| plan.buffers[plan.stored[o]].numel.max(1) as u64;
+            let readback: u64 = outputs.iter().map(|o| 4 * numel(o)).sum();
+            crate::program::check_host_memory(bytes_held + readback)?;
         }
         let device = &ctx.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -172,15 +176,7 @@ impl GpuProgram {
         }
         let staging = outputs
             .iter()
-            .map(|o| {
-                let numel = plan.buffers[plan.stored[o]].numel;
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("readback"),
-                    size: (numel.max(1) * 4) as u64,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            })
+            .map(|o| readback_parts(device, &plan, plan.stored[o]))
             .collect();
         if let Some(e) = pollster::block_on(validation.pop()) {
             return Err(Error::Gpu(format!("creating the program: {e}")));
@@ -237,24 +233,13 @@ impl GpuProgram {
         }
     }
 
-    /// Record copies of planned buffer `buf` into `staging`, part by part.
-    fn copy_out(&self, enc: &mut wgpu::CommandEncoder, buf: usize, staging: &wgpu::Buffer) {
-        let (numel, chunk) = (self.plan.buffers[buf].numel, self.plan.chunk);
-        for (p, part) in self.buffers[buf].iter().enumerate() {
+    /// Record copies of planned buffer `buf` into its readback buffers
+    /// `staging` (`readback_parts`), part by part.
+    fn copy_out(&self, enc: &mut wgpu::CommandEncoder, buf: usize, staging: &[wgpu::Buffer]) {
+        for (part, to) in self.buffers[buf].iter().zip(staging) {
             // The part's elements, not the whole vec4s its buffer holds.
-            let len = part_len(numel, chunk, p).max(1);
-            let offset = (p * chunk * 4) as u64;
-            enc.copy_buffer_to_buffer(&part[self.parity], 0, staging, offset, len as u64 * 4);
+            enc.copy_buffer_to_buffer(&part[self.parity], 0, to, 0, to.size());
         }
-    }
-
-    fn staging(&self, numel: usize) -> wgpu::Buffer {
-        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: (numel.max(1) * 4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
     }
 
     pub fn set_param(&mut self, k: usize, data: &[f32]) {
@@ -263,7 +248,7 @@ impl GpuProgram {
 
     pub fn param(&self, k: usize) -> Result<Vec<f32>> {
         let buf = self.param_buffer(k);
-        let staging = self.staging(self.plan.buffers[buf].numel);
+        let staging = readback_parts(&self.ctx.device, &self.plan, buf);
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.copy_out(&mut enc, buf, &staging);
         self.ctx.queue.submit([enc.finish()]);
@@ -277,7 +262,7 @@ impl GpuProgram {
         if outputs != Outputs::ReadBack {
             return Ok(Vec::new());
         }
-        let staging: Vec<&wgpu::Buffer> = self.staging.iter().collect();
+        let staging: Vec<&[wgpu::Buffer]> = self.staging.iter().map(Vec::as_slice).collect();
         let mut out = self.read::<f32>(&staging)?;
         for (v, o) in out.iter_mut().zip(&self.outputs) {
             v.truncate(self.plan.buffers[self.plan.stored[o]].numel);
@@ -331,7 +316,9 @@ impl GpuProgram {
             Outputs::Compute,
             Some((&queries, &resolved, &staging)),
         );
-        let ticks = self.read::<u64>(&[&staging])?.remove(0);
+        let ticks = self
+            .read::<u64>(&[std::slice::from_ref(&staging)])?
+            .remove(0);
         let ns_per_tick = self.ctx.queue.get_timestamp_period() as f64;
         Ok(self
             .kernels
@@ -441,9 +428,10 @@ impl GpuProgram {
         enc.finish()
     }
 
-    /// Wait for the queue, then copy mapped readback buffers out.
-    fn read<T: bytemuck::Pod>(&self, staging: &[&wgpu::Buffer]) -> Result<Vec<Vec<T>>> {
-        for s in staging {
+    /// Wait for the queue, then copy mapped readback buffers out: each
+    /// value's parts, one after another.
+    fn read<T: bytemuck::Pod>(&self, staging: &[&[wgpu::Buffer]]) -> Result<Vec<Vec<T>>> {
+        for s in staging.iter().copied().flatten() {
             s.slice(..).map_async(wgpu::MapMode::Read, |r| {
                 if let Err(e) = r {
                     log::error!("wgrad: mapping a readback buffer failed: {e}");
@@ -453,13 +441,16 @@ impl GpuProgram {
         self.wait()?;
         staging
             .iter()
-            .map(|s| {
-                let view = s
-                    .get_mapped_range(..)
-                    .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
-                let v = bytemuck::cast_slice::<u8, T>(&view).to_vec();
-                drop(view);
-                s.unmap();
+            .map(|parts| {
+                let mut v = Vec::new();
+                for s in parts.iter() {
+                    let view = s
+                        .get_mapped_range(..)
+                        .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+                    v.extend_from_slice(bytemuck::cast_slice::<u8, T>(&view));
+                    drop(view);
+                    s.unmap();
+                }
                 Ok(v)
             })
             .collect()
@@ -512,6 +503,22 @@ impl GpuProgram {
     pub fn kernels_wgsl(&self) -> Vec<String> {
         self.plan.kernels.iter().map(|k| k.wgsl.clone()).collect()
     }
+}
+
+/// Readback buffers for planned buffer `buf`: one per part, of the part's
+/// elements (one for an empty buffer).
+fn readback_parts(device: &wgpu::Device, plan: &Plan, buf: usize) -> Vec<wgpu::Buffer> {
+    let (numel, chunk) = (plan.buffers[buf].numel, plan.chunk);
+    (0..plan.buffers[buf].parts(chunk))
+        .map(|p| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: (part_len(numel, chunk, p).max(1) * 4) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+        .collect()
 }
 
 /// How many of a planned buffer's `numel` elements its part `p` holds,

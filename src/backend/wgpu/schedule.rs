@@ -92,6 +92,10 @@ const ENOUGH_OUTPUTS: usize = 512;
 const SHORT_REDUCE: usize = 64;
 /// A kernel is cut into at most this many windows of its index range.
 const MAX_WINDOWS: usize = 1024;
+/// A tensor is split into at most this many buffers (each one binding):
+/// 2^31 elements (the most a kernel indexes) in WebGPU's default bindings
+/// of 128 MiB take 64.
+const MAX_PARTS: usize = 1 << 16;
 
 /// A buffer of the program, by index.
 pub(crate) type BufId = usize;
@@ -329,6 +333,14 @@ fn try_plan(
     // elements, a power of two so that finding the part is a shift.
     let most = (limits.max_storage_binding.min(limits.max_buffer) / 4).max(16);
     let chunk = 1usize << (63 - most.leading_zeros());
+    if let Some(b) = buffers.iter().find(|b| b.parts(chunk) > MAX_PARTS) {
+        return Err(Error::TooLarge(format!(
+            "a tensor of {} elements would take {} buffers of this device's {chunk}-element \
+             bindings, more than {MAX_PARTS}",
+            b.numel,
+            b.parts(chunk)
+        )));
+    }
 
     // Kernels load only what cannot be recomputed: leaves, reductions, and
     // nodes stored on purpose. A requested output or update value is written
