@@ -1,5 +1,8 @@
 //! Random well-shaped graphs, GPU against the CPU reference on the value and
-//! every gradient.
+//! every gradient: element-wise, layout and reduction ops, matrix products
+//! and matrix-vector products, chains of dependent row and column
+//! reductions, empty axes, and second-order outputs (the gradients of a
+//! gradient penalty, Hessian-vector products).
 //!
 //! CI runs 300 cases. `WGRAD_PROPTEST_CASES=N` runs N, and
 //! `WGRAD_PROPTEST_SEED=S` starts at seed S; a failing case prints its seed
@@ -22,10 +25,14 @@ struct Gen<'g, R: Rng> {
 }
 
 impl<'g, R: Rng> Gen<'g, R> {
+    /// A shape of rank 0 to 3; one graph in ten or so has an empty axis.
     fn shape(&mut self) -> Vec<usize> {
         let rank = self.r.random_range(0..=3);
         (0..rank)
-            .map(|_| self.r.random_range(1..=MAX_DIM))
+            .map(|_| match self.r.random_range(0..30) {
+                0 => 0,
+                _ => self.r.random_range(1..=MAX_DIM),
+            })
             .collect()
     }
 
@@ -35,7 +42,7 @@ impl<'g, R: Rng> Gen<'g, R> {
             return self.inputs[k];
         }
         let a = self.expr(depth - 1);
-        match self.r.random_range(0..10) {
+        match self.r.random_range(0..12) {
             0 | 1 => self.unary(a),
             2..=4 => {
                 let b = self.expr(depth - 1);
@@ -43,8 +50,32 @@ impl<'g, R: Rng> Gen<'g, R> {
             }
             5 | 6 => self.reduce(a),
             7 | 8 => self.layout(a),
-            _ => self.matmul(a),
+            9 => self.matmul(a),
+            10 => self.matvec(a),
+            _ => self.chain(a),
         }
+    }
+
+    /// `a` ([..., m, k]) times a vector of k: a matrix-vector product,
+    /// the vector made from `a` itself (its mean over the rows).
+    fn matvec(&mut self, a: Var<'g>) -> Var<'g> {
+        if a.shape().rank() < 2 {
+            return a;
+        }
+        let v = a.mean_axes(&[-2], true).transpose().sin();
+        a.matmul(v)
+    }
+
+    /// Dependent reductions of one tensor, as second-order methods of a
+    /// matrix-vector model record them: row sums z = a·1, column sums
+    /// c = aᵀ·tanh(z), row sums again a·c.
+    fn chain(&mut self, a: Var<'g>) -> Var<'g> {
+        if a.shape().rank() < 2 {
+            return a;
+        }
+        let z = a.sum_axes(&[-1], true);
+        let c = (a * z.tanh()).sum_axes(&[-2], true);
+        (a * c).sum_axes(&[-1], self.r.random_bool(0.5))
     }
 
     /// Unary ops composed so that every value stays in a safe domain.
@@ -97,13 +128,15 @@ impl<'g, R: Rng> Gen<'g, R> {
             .collect();
         let axes = if axes.is_empty() { vec![0] } else { axes };
         let keep = self.r.random_bool(0.5);
-        match self.r.random_range(0..5) {
-            0 => a.sum_axes(&axes, keep),
-            1 => a.mean_axes(&axes, keep),
-            2 => a.max_axes(&axes, keep),
-            3 => a.min_axes(&axes, keep),
-            _ => a.logsumexp_axes(&axes, keep),
-        }
+        // A max, min or logsumexp over an empty axis is refused: a sum then.
+        let folded = match self.r.random_range(0..5) {
+            0 => a.try_sum_axes(&axes, keep),
+            1 => a.try_mean_axes(&axes, keep),
+            2 => a.try_max_axes(&axes, keep),
+            3 => a.try_min_axes(&axes, keep),
+            _ => a.try_logsumexp_axes(&axes, keep),
+        };
+        folded.unwrap_or_else(|_| a.sum_axes(&axes, keep))
     }
 
     fn layout(&mut self, a: Var<'g>) -> Var<'g> {
@@ -127,7 +160,7 @@ impl<'g, R: Rng> Gen<'g, R> {
                     a.reshape(d)
                 }
             }
-            2 if rank >= 1 => {
+            2 if rank >= 1 && s.0.iter().all(|&d| d > 0) => {
                 let ax = self.r.random_range(0..rank);
                 let n = s.0[ax];
                 let start = self.r.random_range(0..n);
@@ -326,7 +359,21 @@ fn case<'g>(g: &'g Graph, seed: u64) -> (Vec<Var<'g>>, Vec<(String, Vec<f32>)>) 
     let loss = (y * w).sum();
     let inputs = gen.inputs.clone();
     let mut outputs = vec![y, loss];
-    outputs.extend(g.grad(loss, &inputs));
+    let grads = g.grad(loss, &inputs);
+    // The gradients, or (one graph in six each) those of a gradient
+    // penalty, second order, or a Hessian-vector product along w-like
+    // tangents: forward over reverse.
+    match gen.r.random_range(0..6) {
+        0 => {
+            let penalty = grads.iter().fold(loss, |acc, d| acc + d.square().sum());
+            outputs.extend(g.grad(penalty, &inputs));
+        }
+        1 => {
+            let tangents: Vec<Var> = inputs.iter().map(|x| x.cos()).collect();
+            outputs.push(g.jvp(grads[0], &inputs, &tangents));
+        }
+        _ => outputs.extend(grads),
+    }
     let mut r = rng(seed ^ 0x5eed);
     let mut data: Vec<(String, Vec<f64>)> = inputs
         .iter()
