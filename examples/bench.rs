@@ -9,7 +9,8 @@
 //!     [--sizes 20,24,28] [--backend gpu|cpu|reference] [--json] [--reps 20]
 //!     [--chunk 1024] [--deriving-chunk 16384] [--chunks-per-task 128]
 //!     [--tape-only] [--kernels] [--max-storage-binding BYTES] [--max-storage-buffers N]
-//!     [--no-subgroups] [--no-device-fences] [--compile unrolled,wide]
+//!     [--no-subgroups] [--no-device-fences]
+//!     [--compile unrolled,wide,stencil,second_order]
 //!
 //! `cpu` is the f32 fast path (`--chunk`, `--deriving-chunk`, `--chunks-per-task` and
 //! `--tape-only`, no native kernels, set its `CpuOptions`, for tuning);
@@ -36,7 +37,12 @@
 //! 0.001 on 1024 elements and the gradient of Σy (a loop unrolled, as
 //! when differentiating through a simulation); `wide`, 2^k parameter
 //! tensors of 64 elements, Σ_i Σ sin(p_i)·p_i and its 2^k gradients (a
-//! model of many small tensors).
+//! model of many small tensors); `stencil`, 2^k steps of a three-point
+//! stencil along the rows of a 16x64 state and the gradient (a value read
+//! at shifted indices each step); `second_order`, 2^k steps of y ←
+//! x·(0.01·Σ sin y) + 0.5·y, the loss plus its gradient's squared norm,
+//! and the gradient of that (a reduction a step, two reverse passes). The
+//! table also gives one run's time after the compile.
 //!
 //! One JSON line per result (with --json), then a table for people; "submit"
 //! is the part of a run spent in `step`: submitting, then encoding the next
@@ -213,8 +219,9 @@ fn build(workload: &str, n: usize, device: &Device) -> Result<Program> {
     Ok(prog)
 }
 
-/// A `--compile` graph of 2^`logk` steps or tensors: its outputs.
-fn record_large<'g>(g: &'g Graph, graph: &str, logk: u32) -> Result<Vec<Var<'g>>> {
+/// A `--compile` graph of 2^`logk` steps or tensors: its outputs, and its
+/// parameters.
+fn record_large<'g>(g: &'g Graph, graph: &str, logk: u32) -> Result<(Vec<Var<'g>>, Vec<Var<'g>>)> {
     let k = 1usize << logk;
     let (loss, wrt) = match graph {
         "unrolled" => {
@@ -230,11 +237,34 @@ fn record_large<'g>(g: &'g Graph, graph: &str, logk: u32) -> Result<Vec<Var<'g>>
             let terms = ps.iter().map(|p| (p.sin() * *p).sum());
             (terms.reduce(|a, b| a + b).expect("k >= 1"), ps)
         }
-        other => bail!("unknown graph `{other}` (unrolled or wide)"),
+        "stencil" => {
+            // Each step reads the state at three shifted sets of indices.
+            let x = g.param("x", [16, 64]);
+            let mut y = x;
+            for _ in 0..k {
+                let right = y.pad(1, 1, 0).slice(1, 0, 64);
+                let left = y.pad(1, 0, 1).slice(1, 1, 65);
+                y = (right + left) * 0.5 + y * 0.25;
+            }
+            (y.sum(), vec![x])
+        }
+        "second_order" => {
+            // A reduction a step, each read by the next; the loss plus the
+            // squared norm of its gradient, differentiated again.
+            let x = g.param("x", [16]);
+            let mut y = x;
+            for _ in 0..k {
+                y = x * (y.sin().sum() * 0.01) + y * 0.5;
+            }
+            let f = y.sum();
+            let penalty = f + g.grad(f, &[x])[0].square().sum();
+            (penalty, vec![x])
+        }
+        other => bail!("unknown graph `{other}` (unrolled, wide, stencil or second_order)"),
     };
     let mut outputs = vec![loss];
     outputs.extend(g.grad(loss, &wrt));
-    Ok(outputs)
+    Ok((outputs, wrt))
 }
 
 /// `--compile`: the median time of `compile` for each graph and size.
@@ -244,32 +274,46 @@ fn compile_times(args: &Args, device: &Device) -> Result<()> {
     for &logk in args.sizes.as_deref().unwrap_or(&[8, 10, 12]) {
         for graph in &args.compile {
             let g = Graph::new();
-            let outputs = record_large(&g, graph, logk)?;
+            let (outputs, params) = record_large(&g, graph, logk)?;
             let mut times = Vec::new();
-            let mut dispatches = 0;
+            let mut prog = None;
             for _ in 0..args.reps.max(1) {
                 let t = Instant::now();
-                let prog = g.compile(device, &outputs)?;
+                prog = Some(g.compile(device, &outputs)?);
                 times.push(t.elapsed().as_secs_f64() * 1e3);
-                dispatches = prog.stats().dispatches;
             }
             let ms = median(times);
+            // One run after, to weigh the compile against.
+            let mut prog = prog.expect("at least one rep");
+            let dispatches = prog.stats().dispatches;
+            for p in &params {
+                let name = match &g.nodes()[p.id().index()].op {
+                    wgrad::ops::Op::Param { name, .. } => name.clone(),
+                    _ => unreachable!("parameters"),
+                };
+                prog.set_param(&name, &vec![0.5; p.numel()])?;
+            }
+            let t = Instant::now();
+            prog.run(&[])?;
+            let run_ms = t.elapsed().as_secs_f64() * 1e3;
             if args.json {
                 println!(
-                    "{{\"graph\": \"{graph}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_k\": {logk}, \"nodes\": {}, \"compile_ms_median\": {ms:.1}, \"dispatches\": {dispatches}}}",
+                    "{{\"graph\": \"{graph}\", \"backend\": \"{}\", \"adapter\": \"{adapter}\", \"log2_k\": {logk}, \"nodes\": {}, \"compile_ms_median\": {ms:.1}, \"run_ms\": {run_ms:.1}, \"dispatches\": {dispatches}}}",
                     args.backend,
                     g.len()
                 );
             }
             table.push(format!(
-                "| {graph} | 2^{logk} | {} | {ms:.1} | {dispatches} |",
+                "| {graph} | 2^{logk} | {} | {ms:.1} | {run_ms:.1} | {dispatches} |",
                 g.len()
             ));
         }
     }
     println!("\ndevice: {adapter}");
-    println!("| graph | steps or tensors | nodes | compile ms (median) | dispatches |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| graph | steps or tensors | nodes | compile ms (median) | first run ms | dispatches |"
+    );
+    println!("|---|---|---|---|---|---|");
     for row in table {
         println!("{row}");
     }
