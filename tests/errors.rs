@@ -327,3 +327,40 @@ fn gradcheck_refuses_an_unfed_variable_or_a_bad_step() {
         &["only inputs and parameters"],
     );
 }
+
+#[test]
+fn cross_entropy_averages_over_examples_of_any_rank() {
+    // One example of 1-D logits, and the same rows as a batch: the mean
+    // over examples of -Σ t·log softmax, by hand.
+    let rows = [[1.0f64, 2.0, 0.5], [0.0, -1.0, 3.0]];
+    let targets = [[0.0f64, 1.0, 0.0], [0.2, 0.3, 0.5]];
+    let by_hand = |r: &[f64; 3], t: &[f64; 3]| {
+        let lse = r.iter().map(|x| x.exp()).sum::<f64>().ln();
+        -r.iter().zip(t).map(|(x, t)| t * (x - lse)).sum::<f64>()
+    };
+    let g = Graph::new();
+    let (one, target) = (g.input("one", [3]), g.input("target", [3]));
+    let (batch, targets_in) = (g.input("batch", [2, 3]), g.input("targets", [2, 3]));
+    let batch3 = batch.reshape([1, 2, 3]);
+    let outputs = [
+        one.cross_entropy(target),
+        batch.cross_entropy(targets_in),
+        batch3.cross_entropy(targets_in.reshape([1, 2, 3])),
+    ];
+    let flat = |a: &[[f64; 3]; 2]| a.iter().flatten().copied().collect::<Vec<f64>>();
+    let (b, t) = (flat(&rows), flat(&targets));
+    let feeds: &[(&str, &[f64])] = &[
+        ("one", &rows[0]),
+        ("target", &targets[0]),
+        ("batch", &b),
+        ("targets", &t),
+    ];
+    let got = g.eval_f64(&outputs, feeds).unwrap();
+    let mean = (by_hand(&rows[0], &targets[0]) + by_hand(&rows[1], &targets[1])) / 2.0;
+    assert!(
+        (got[0][0] - by_hand(&rows[0], &targets[0])).abs() < 1e-12,
+        "{got:?}"
+    );
+    assert!((got[1][0] - mean).abs() < 1e-12, "{got:?}");
+    assert!((got[2][0] - mean).abs() < 1e-12, "{got:?}");
+}
