@@ -951,19 +951,23 @@ impl<'g> Var<'g> {
     }
 }
 
-/// An error unless a tensor of `shape` can exist: its element count
-/// (at most `Shape::MAX_NUMEL`) computed without overflow.
+/// An error unless a tensor of `shape` can exist: its element count at
+/// most `Shape::MAX_NUMEL`, computed without overflow.
 fn checked_size(
     op: &'static str,
     shape: &Shape,
     location: &'static Location<'static>,
 ) -> Result<()> {
-    match shape.checked_numel() {
+    // Its axes of length 0 counted as 1: every product of a shape's axes
+    // (strides, a reduction's fold) fits then, empty or not.
+    let mut sizes = shape.0.iter().map(|&d| d.max(1));
+    match sizes.try_fold(1usize, |n, d| n.checked_mul(d)) {
         Some(n) if n <= Shape::MAX_NUMEL => Ok(()),
         _ => Err(Error::Argument {
             op,
             detail: format!(
-                "shape {shape} has more than {} elements (its f64 bytes must fit an isize)",
+                "shape {shape} has more than {} elements, or would but for its empty axes \
+                 (its f64 bytes must fit an isize)",
                 Shape::MAX_NUMEL
             ),
             location,

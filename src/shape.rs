@@ -22,7 +22,8 @@ impl Shape {
     pub const MAX_NUMEL: usize = isize::MAX as usize / 8;
 
     /// Number of elements (1 for a scalar). A shape the graph holds has at
-    /// most `MAX_NUMEL`; any other whose count overflows gives `usize::MAX`.
+    /// most `MAX_NUMEL` (and so does the product of its non-empty axes);
+    /// any other whose count overflows gives `usize::MAX`.
     pub fn numel(&self) -> usize {
         self.checked_numel().unwrap_or(usize::MAX)
     }

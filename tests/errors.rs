@@ -206,6 +206,8 @@ fn shapes_too_large_to_count_are_errors() {
     says(x.try_pad(1, 1 << 62, 0), &["more than"]);
     says(x.try_broadcast_to([1 << 40, 1 << 40, 2, 3]), &["more than"]);
     says(x.try_reshape([1 << 32, 1 << 32, 6]), &["more than"]);
+    // Empty, but its other axes' product would overflow (in its strides).
+    says(g.try_input("e", [0, 1 << 42, 1 << 40]), &["empty axes"]);
     // Broadcasting two large vectors against each other.
     let (u, v) = (g.input("u", [1 << 40, 1]), g.input("v", [1 << 40]));
     says(u.try_mul(v), &["more than"]);
