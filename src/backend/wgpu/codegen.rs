@@ -826,14 +826,38 @@ pub(crate) fn strided_expr(m: &StridedMap, idx: &str) -> String {
     terms.join(" + ")
 }
 
-/// Fill a template's `{{NAME}}` holes; every hole must be filled.
+/// Fill a template's `{{NAME}}` holes (`PRELUDE` with `WGSL_PRELUDE`), and
+/// the holes of what fills them; every hole must be filled. One pass over
+/// the text: planning fills a template for every kernel it tries.
 pub(crate) fn fill(template: &str, holes: &[(&str, &str)]) -> String {
-    let mut s = template.replace("{{PRELUDE}}", WGSL_PRELUDE);
-    for (name, value) in holes {
-        s = s.replace(&format!("{{{{{name}}}}}"), value);
+    let mut out = String::with_capacity(template.len() + WGSL_PRELUDE.len());
+    fill_into(&mut out, template, holes);
+    out
+}
+
+fn fill_into(out: &mut String, template: &str, holes: &[(&str, &str)]) {
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        let name = &after[..end];
+        let value = match name {
+            "PRELUDE" => Some(WGSL_PRELUDE),
+            _ => holes.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+        };
+        match value {
+            Some(v) => fill_into(out, v, holes),
+            None => {
+                debug_assert!(false, "unfilled hole `{name}` in template:\n{template}");
+                out.push_str(&rest[start..start + end + 4]);
+            }
+        }
+        rest = &after[end + 2..];
     }
-    debug_assert!(!s.contains("{{"), "unfilled hole in template:\n{s}");
-    s
+    out.push_str(rest);
 }
 
 /// Check a generated shader with naga before wgpu sees it.
