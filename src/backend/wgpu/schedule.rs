@@ -839,16 +839,29 @@ impl Cut {
 /// dispatches, or until three finer cuts in a row bind no fewer buffers (a
 /// window of a tensor read out of order reaches all its parts however
 /// narrow). None is tried where every window binds at least `floor`
-/// buffers, more than the device allows. Where none fits, the whole range,
-/// built last, so that whatever `build` planned is its own.
+/// buffers (`None`: every cut accesses the buffers the whole range does),
+/// more than the device allows. Where none fits, the whole range, built
+/// last, so that whatever `build` planned is its own.
 fn in_windows(
     limits: &GpuLimits,
     cut_folds: bool,
-    floor: usize,
+    floor: Option<usize>,
     mut build: impl FnMut(usize, usize) -> Result<Cut>,
 ) -> Result<Cut> {
     let max = limits.max_storage_buffers as usize;
     let whole = build(1, 1)?;
+    // Where every cut's kernels access the buffers the whole range's does,
+    // a window binds at least one part of each (an access out of its
+    // reach still binds one): the whole's count of buffers is the floor.
+    let floor = floor.unwrap_or_else(|| {
+        let buffers = |k: &KernelSpec| k.bindings.iter().map(|b| b.buf).collect::<HashSet<_>>();
+        whole
+            .kernels
+            .iter()
+            .map(|k| buffers(k).len())
+            .max()
+            .unwrap_or(0)
+    });
     // Trying windows costs their code: dozens of kernels per way of cutting.
     if whole.problem.is_some() || whole.widest() <= max || floor > max {
         return Ok(whole);
@@ -1042,7 +1055,7 @@ fn elementwise_kernels(
     if targets.len() > 1 && floor > limits.max_storage_buffers as usize {
         return split(ctx, buffers, extent, targets);
     }
-    let cut = in_windows(limits, true, floor, |cuts, col_cuts| {
+    let cut = in_windows(limits, true, None, |cuts, col_cuts| {
         let (kernels, problems): (Vec<_>, Vec<_>) = if col_cuts == 1 {
             let ranges = windows(extent, cuts);
             ranges
@@ -1357,7 +1370,24 @@ fn reduction(
     if !riders.is_empty() && floor > max {
         return Ok(Fit::Split);
     }
-    let cut = in_windows(limits, true, floor, |slot_cuts, fold_cuts| {
+    // Every cut's first pass computes the operand and the riders at each
+    // element, so binds every buffer they load, and one for its results
+    // (a cut of the folds moves the epilogue, whose buffers differ).
+    let mut memo = HashMap::default();
+    let mut loaded = |id: NodeId| match stored.get(&id) {
+        Some(&b) => vec![b],
+        None => self::reads(id, nodes, stored, &mut memo)
+            .iter()
+            .map(|n| stored[n])
+            .collect(),
+    };
+    let mut bound: HashSet<BufId> = loaded(operand).into_iter().collect();
+    for r in riders {
+        bound.extend(loaded(r.node));
+        bound.insert(r.buf);
+    }
+    let floor = floor.max(bound.len() + 1);
+    let cut = in_windows(limits, true, Some(floor), |slot_cuts, fold_cuts| {
         let folds = windows(len, fold_cuts);
         let fold_len = folds[0].len();
         // One output's chunks in one dispatch: where the device has
@@ -1574,7 +1604,7 @@ fn fold_partials(
         output_stride,
         stride,
     } = *partials;
-    let cut = in_windows(ctx.limits, false, 0, |n, _| {
+    let cut = in_windows(ctx.limits, false, None, |n, _| {
         let slot_windows = windows(outs, n);
         let mut problem = None;
         let mut kernels = Vec::new();
@@ -1798,7 +1828,7 @@ fn matmul_kernel(ctx: Ctx, buffers: &[BufSpec], target: Target, f: &MatmulForm) 
     // of outputs: a product of two 2^14-square matrices did not fit
     // WebGPU's default 8 bindings, in any window.
     let dst = target.buf;
-    let cut = in_windows(limits, true, 0, |row_cuts, k_cuts| {
+    let cut = in_windows(limits, true, None, |row_cuts, k_cuts| {
         // Rows of tiles over all batches, `tiles_m` per batch.
         let row_windows = windows(batch * tiles_m, row_cuts);
         let k_windows = windows(k, k_cuts);
@@ -2417,7 +2447,7 @@ fn rowcol(
     // The buffer of column partials the last cut built, and how many groups
     // (of all its windows together) wrote them.
     let mut partials = (0, 0);
-    let cut = in_windows(limits, false, 0, |n, _| {
+    let cut = in_windows(limits, false, None, |n, _| {
         let row_windows = windows(rows, n);
         // Every window has as many groups as the first (the largest) needs.
         let groups = row_windows[0].len().div_ceil(rows_per_group);
