@@ -225,7 +225,7 @@ type Outputs = Vec<Vec<f32>>;
 
 /// The outputs of case `seed` recorded in `g`, with the inputs' data
 /// (`None` where they are too large to feed).
-fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<Data>) {
+fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<Data>, usize) {
     let mut f = Fuzz {
         g,
         foreign,
@@ -240,8 +240,10 @@ fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<
     for _ in 0..steps {
         f.step();
     }
-    // Outputs: a few values, then derivatives of a loss built from them.
+    // Outputs: a few values, then derivatives of a loss built from them,
+    // second derivatives from `second` on.
     let mut outputs: Vec<Var<'g>> = (0..f.r.random_range(1..=3)).map(|_| f.pick()).collect();
+    let mut second = usize::MAX;
     let loss = f.pick().try_sum_axes(&[], false).map(|v| v.sum());
     if let Ok(loss) = loss {
         let wrt = f.inputs.clone();
@@ -249,6 +251,7 @@ fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<
         let grads = g.try_grad(loss, &wrt);
         if let Ok(grads) = grads {
             outputs.push(loss);
+            second = outputs.len() + if kind == 0 { grads.len() } else { 0 };
             match kind {
                 0 => outputs.extend(&grads),
                 1 => {
@@ -267,6 +270,13 @@ fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<
             }
         }
     }
+    // A value of another graph is never an output (only its own leaves
+    // are fed), and it may come before the derivatives.
+    let foreign_values = outputs
+        .iter()
+        .filter(|v| !std::ptr::eq(v.graph(), g))
+        .count();
+    let second = second.saturating_sub(foreign_values);
     let outputs: Vec<Var<'g>> = outputs
         .into_iter()
         .filter(|v| std::ptr::eq(v.graph(), g))
@@ -278,7 +288,7 @@ fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<
         .map(|v| v.numel())
         .fold(0, usize::saturating_add);
     if total > 1 << 20 {
-        return (outputs, None);
+        return (outputs, None, second);
     }
     let mut r = rng(seed ^ 0xf00d);
     let data = f
@@ -293,7 +303,7 @@ fn case<'g>(g: &'g Graph, foreign: Var<'g>, seed: u64) -> (Vec<Var<'g>>, Option<
             (name, data.iter().map(|&x| x as f32).collect())
         })
         .collect();
-    (outputs, Some(data))
+    (outputs, Some(data), second)
 }
 
 /// How a device handled a case: its outputs, or an error it may give.
@@ -327,26 +337,9 @@ fn attempt(
     }
 }
 
-/// Whether `got` is the reference's `want` as an f32 backend can give it:
-/// NaN for NaN, and a finite value within 1e-3 of `max(1, |want|)` plus
-/// ten times `wobble`, how far the reference moves when the inputs move by
-/// a relative 1e-6 (f32 rounds every intermediate value by 6e-8: a value
-/// that depends so strongly on its inputs, as cancelling sums do, is
-/// known only that well in f32). Infinite values and values beyond 1e6
-/// are not compared: f32 overflows where f64 does not.
-fn agrees(got: f32, want: f32, wobble: f32) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() || want.abs() > 1e6 {
-        return true;
-    }
-    let slack = 1e-3 * (want.abs() as f64).max(1.0) + 10.0 * (wobble.abs() as f64);
-    ((got - want).abs() as f64) <= slack
-}
-
 /// The reference's outputs for `data`, and how far each moves for inputs
-/// moved by a relative 1e-6; `None` where it refuses the case.
+/// moved by a relative 1e-6 (`common::agrees`); `None` where it refuses
+/// the case.
 fn reference(
     g: &Graph,
     outputs: &[Var],
@@ -356,21 +349,10 @@ fn reference(
     let Outcome::Ran(want) = attempt(&Device::cpu(), g, outputs, data, what) else {
         return None;
     };
-    let mut r = rng(7);
-    let moved: Option<Data> = data.map(|data| {
-        let mut nudge = |x: f32| x * (1.0 + r.random_range(-1e-6..1e-6));
-        data.iter()
-            .map(|(n, v)| (n.clone(), v.iter().map(|&x| nudge(x)).collect()))
-            .collect()
-    });
-    let Outcome::Ran(there) = attempt(&Device::cpu(), g, outputs, moved.as_ref(), what) else {
-        unreachable!("the reference ran these outputs a moment ago")
+    let wobble = match data {
+        Some(data) => wobble(g, outputs, data, &want),
+        None => Vec::new(),
     };
-    let wobble = want
-        .iter()
-        .zip(&there)
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
-        .collect();
     Some((want, wobble))
 }
 
@@ -403,7 +385,7 @@ fn random_op_sequences_never_panic_and_agree_with_the_reference() {
     for seed in first..first + cases {
         let (g, other) = (Graph::new(), Graph::new());
         let foreign = other.input("elsewhere", [3, 4]);
-        let (outputs, data) = case(&g, foreign, seed);
+        let (outputs, data, second) = case(&g, foreign, seed);
         if outputs.is_empty() {
             continue;
         }
@@ -421,7 +403,8 @@ fn random_op_sequences_never_panic_and_agree_with_the_reference() {
             };
             for (k, ((a, b), w)) in got.iter().zip(&want).zip(&wobble).enumerate() {
                 assert_eq!(a.len(), b.len());
-                if let Some(i) = (0..a.len()).find(|&i| !agrees(a[i], b[i], w[i])) {
+                let tol = tolerance(k, second);
+                if let Some(i) = (0..a.len()).find(|&i| !agrees(a[i], b[i], w[i], tol)) {
                     panic!(
                         "{}: output {k} element {i}: {} against the reference's {}\n{g:?}",
                         what(name),

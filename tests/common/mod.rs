@@ -482,3 +482,60 @@ pub const WINDOW_STARTS: [&str; 8] = [
     "K_START",
     "ROW_START",
 ];
+
+/// Whether `got` is the reference's `want` as an f32 backend can give it:
+/// NaN for NaN, and a finite value within `tol` of `max(1, |want|)` plus
+/// ten times `wobble`, how far the reference moves when the inputs move by
+/// a relative 1e-6 (`wobble`: f32 rounds every intermediate value by
+/// 6e-8, so a value that depends so strongly on its inputs, as cancelling
+/// sums do, is known only that well in f32). Infinite values and values
+/// beyond 1e6 are not compared: f32 overflows where f64 does not.
+pub fn agrees(got: f32, want: f32, wobble: f32, tol: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    if want.is_infinite() || want.abs() > 1e6 {
+        return true;
+    }
+    let slack = tol * (want.abs() as f64).max(1.0) + 10.0 * (wobble.abs() as f64);
+    ((got - want).abs() as f64) <= slack
+}
+
+/// The tolerance of output `k` where outputs from `first` on are second
+/// derivatives: 1e-3, and 1e-2 for those, which compound f32's roundings
+/// (a tanh's 1 − y² near y = ±1 keeps few of its digits, and a second
+/// derivative multiplies such factors) where the reference, in f64, does
+/// not.
+pub fn tolerance(k: usize, first: usize) -> f64 {
+    if k < first {
+        1e-3
+    } else {
+        1e-2
+    }
+}
+
+/// How far each of the reference's outputs `want` (for `data`) moves when
+/// every input moves by a relative 1e-6 at random.
+pub fn wobble(
+    g: &Graph,
+    outputs: &[Var],
+    data: &[(String, Vec<f32>)],
+    want: &[Vec<f32>],
+) -> Vec<Vec<f32>> {
+    let mut r = rng(7);
+    let moved: Vec<(String, Vec<f32>)> = data
+        .iter()
+        .map(|(n, v)| {
+            let v = v.iter().map(|&x| x * (1.0 + r.random_range(-1e-6..1e-6)));
+            (n.clone(), v.collect())
+        })
+        .collect();
+    let mut p = g
+        .compile(&Device::cpu(), outputs)
+        .expect("the reference compiled it");
+    let there = p.run(&view(&moved)).expect("the reference ran it");
+    want.iter()
+        .zip(&there)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
+        .collect()
+}
