@@ -39,9 +39,11 @@ mod error;
 mod fmath;
 mod gradcheck;
 mod graph;
+mod helpers;
 pub mod ops;
 pub mod optim;
 mod program;
+mod reductions;
 pub mod shape;
 
 pub use backend::cpu_fast::CpuOptions;
