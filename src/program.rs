@@ -3,8 +3,9 @@
 use crate::backend::cpu;
 use crate::backend::cpu_fast::{CpuOptions, FastPlan};
 use crate::backend::wgpu::device::{GpuContext, GpuOptions};
+use crate::backend::wgpu::plan::Request;
 use crate::backend::wgpu::program::GpuProgram;
-use crate::backend::wgpu::schedule::{self, Request};
+use crate::backend::wgpu::schedule;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, NodeId, Var};
 use crate::ops::{Op, Real};

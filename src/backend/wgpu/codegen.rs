@@ -15,7 +15,7 @@
 //! That is what lets the scheduler cut a kernel over tensors too large for
 //! its bindings into windows of its index space, one dispatch each.
 
-use super::schedule::{Binding, BufId, BufSpec};
+use super::plan::{Binding, BufId, BufSpec};
 use crate::graph::{Node, NodeId};
 use crate::ops::{f32_literal, BinaryOp, Op, WGSL_PRELUDE};
 use crate::shape::{PadMap, Shape, StridedMap};

@@ -10,7 +10,7 @@
 //! is checked here, over what will actually be dispatched, and a plan that
 //! breaks it is refused with `Error::Plan` instead of run.
 
-use super::schedule::{BufId, BufKind, KernelSpec, Plan};
+use super::plan::{BufId, BufKind, KernelSpec, Plan};
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
 

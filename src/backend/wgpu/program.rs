@@ -3,7 +3,7 @@
 //! command buffer, submits it once, and reads back only what was asked for.
 
 use super::device::GpuContext;
-use super::schedule::{BufKind, Plan};
+use super::plan::{BufKind, Plan};
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
 use crate::program::{KernelTime, Outputs, Stats};
